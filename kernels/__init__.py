@@ -1,0 +1,1 @@
+"""Triton kernels of semvlp, installed as `semvlp.kernels` (one op per module)."""

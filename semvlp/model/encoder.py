@@ -1,0 +1,60 @@
+"""The shared encoder: one list of post-LN layers, with the cross-modal plug in `config.cross_layers`.
+
+Every module, the cross-attention included, is built here once; `mode` only decides which segments attend
+to which and whether the plugged cross-attention runs, so switching modes never touches a parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.packing import PackedLayout
+from ..nn import FeedForward, PackedCrossAttention, PackedSelfAttention
+from .config import MODES, SemVLPConfig
+
+
+def check_mode(mode) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+
+
+class SharedLayer(nn.Module):
+    """Self-attention, then (plugged layers only, two-stream only) cross-attention, then feed-forward."""
+
+    def __init__(self, config: SemVLPConfig, plugged: bool):
+        super().__init__()
+        attention = dict(attention_dropout=config.attention_probs_dropout_prob,
+                         hidden_dropout=config.hidden_dropout_prob, eps=config.layer_norm_eps,
+                         backend=config.backend)
+        self.self_attention = PackedSelfAttention(config.hidden_size, config.num_attention_heads, **attention)
+        self.cross_attention = (PackedCrossAttention(config.hidden_size, config.num_attention_heads, **attention)
+                                if plugged else None)
+        self.feed_forward = FeedForward(config.hidden_size, config.intermediate_size,
+                                        approximate=config.gelu_approximate, dropout=config.hidden_dropout_prob,
+                                        eps=config.layer_norm_eps, backend=config.backend)
+
+    def forward(self, hidden: torch.Tensor, layout: PackedLayout, mode: str) -> torch.Tensor:
+        if mode == "single":
+            hidden = self.self_attention(hidden, layout.joint_cu_seqlens, layout.max_joint_len)
+        else:
+            hidden = self.self_attention(hidden, layout.stream_cu_seqlens, layout.max_stream_len)
+            if self.cross_attention is not None:
+                hidden = self.cross_attention(hidden, layout.cross_kv_index, layout.stream_cu_seqlens,
+                                              layout.cross_cu_seqlens_k, layout.max_stream_len,
+                                              layout.max_stream_len)
+        return self.feed_forward(hidden)
+
+
+class SharedEncoder(nn.Module):
+    def __init__(self, config: SemVLPConfig):
+        super().__init__()
+        plugged = set(config.cross_layers)
+        self.layers = nn.ModuleList(SharedLayer(config, i in plugged) for i in range(config.num_hidden_layers))
+
+    def forward(self, hidden: torch.Tensor, layout: PackedLayout, mode: str = "single") -> torch.Tensor:
+        """hidden (total_tokens, hidden) in the layout's joint order -> same shape."""
+        check_mode(mode)
+        for layer in self.layers:
+            hidden = layer(hidden, layout, mode)
+        return hidden

@@ -1,0 +1,74 @@
+"""Prediction heads of pretraining: MLM (tied decoder), masked region modelling, ITM, image QA."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import LayerNorm
+from .config import SemVLPConfig
+
+
+class Pooler(nn.Module):
+    """dense + tanh on each sample's first text token (BERT's pooler)."""
+
+    def __init__(self, config: SemVLPConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, cls_hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(cls_hidden))
+
+
+class Transform(nn.Module):
+    """dense + GELU + LayerNorm, the shared first step of BERT's and LXMERT's token heads."""
+
+    def __init__(self, config: SemVLPConfig, out_features: int | None = None):
+        super().__init__()
+        out_features = out_features or config.hidden_size
+        self.dense = nn.Linear(config.hidden_size, out_features)
+        self.norm = LayerNorm(out_features, eps=config.layer_norm_eps)
+        self.approximate = config.gelu_approximate
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(hidden), approximate=self.approximate))
+
+
+class MaskedLanguageModelHead(nn.Module):
+    """Transform, then the vocabulary projection with the word-embedding matrix (tied) and its own bias."""
+
+    def __init__(self, config: SemVLPConfig):
+        super().__init__()
+        self.transform = Transform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """hidden (n_masked, hidden), word_embeddings (vocab, hidden) -> logits (n_masked, vocab)."""
+        return F.linear(self.transform(hidden), word_embeddings, self.bias)
+
+
+class MaskedRegionHead(nn.Module):
+    """Feature regression and object-label classification of masked regions."""
+
+    def __init__(self, config: SemVLPConfig):
+        super().__init__()
+        self.transform = Transform(config)
+        self.feature = nn.Linear(config.hidden_size, config.visual_feat_dim)
+        self.label = nn.Linear(config.hidden_size, config.num_region_labels)
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shared = self.transform(hidden)
+        return self.feature(shared), self.label(shared)
+
+
+class AnswerHead(nn.Module):
+    """Two-layer classifier over the pooled output (LXMERT's QA head shape)."""
+
+    def __init__(self, config: SemVLPConfig, num_labels: int):
+        super().__init__()
+        self.transform = Transform(config, 2 * config.hidden_size)
+        self.classifier = nn.Linear(2 * config.hidden_size, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.transform(pooled))

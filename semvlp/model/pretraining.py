@@ -1,0 +1,74 @@
+"""SemVLPForPretraining: the backbone plus the pretraining heads and losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.batch import PretrainingBatch
+from .backbone import SemVLPModel, init_bert_weights
+from .config import SemVLPConfig
+from .heads import AnswerHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler
+
+
+@dataclass
+class PretrainingOutput:
+    loss: torch.Tensor                              # weighted sum of the enabled tasks' losses
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # per task, unweighted
+    mlm_logits: torch.Tensor | None = None          # (n_mlm, vocab)
+    itm_logits: torch.Tensor | None = None          # (B, 2)
+    qa_logits: torch.Tensor | None = None           # (B, num_qa_labels)
+    mrm_label_logits: torch.Tensor | None = None    # (n_mrm, num_region_labels)
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over targets != -100; 0 (with a graph) when there are none, never NaN."""
+    total = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
+    return total / (targets != -100).sum().clamp(min=1)
+
+
+class SemVLPForPretraining(nn.Module):
+    def __init__(self, config: SemVLPConfig):
+        super().__init__()
+        self.config = config
+        self.semvlp = SemVLPModel(config)
+        self.pooler = Pooler(config)
+        self.mlm_head = MaskedLanguageModelHead(config)
+        self.region_head = MaskedRegionHead(config)
+        self.itm_head = nn.Linear(config.hidden_size, 2)
+        self.qa_head = AnswerHead(config, config.num_qa_labels)
+        for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.qa_head):
+            module.apply(lambda m: init_bert_weights(m, config.initializer_range))
+
+    def forward(self, batch: PretrainingBatch, mode: str = "single") -> PretrainingOutput:
+        """Run the enabled pretraining tasks on a packed batch in "single" or "two" stream mode."""
+        tasks, weights = self.config.tasks, self.config.loss_weights
+        layout = batch.layout
+        hidden = self.semvlp(batch.input_ids, batch.region_features, batch.region_boxes, layout,
+                             token_type_ids=batch.token_type_ids, mode=mode)
+        out = PretrainingOutput(loss=hidden.new_zeros((), dtype=torch.float32))
+        if tasks["mlm"]:
+            masked = hidden.index_select(0, layout.text_index.index_select(0, batch.mlm_positions))
+            out.mlm_logits = self.mlm_head(masked, self.semvlp.text_embeddings.word_embeddings.weight)
+            out.losses["mlm"] = _cross_entropy(out.mlm_logits, batch.mlm_targets)
+        if tasks["mrm_feat"] or tasks["mrm_label"]:
+            masked = hidden.index_select(0, layout.region_index.index_select(0, batch.mrm_positions))
+            features, out.mrm_label_logits = self.region_head(masked)
+            if tasks["mrm_feat"]:
+                regression = F.smooth_l1_loss(features.float(), batch.mrm_feature_targets.float(), reduction="sum")
+                out.losses["mrm_feat"] = regression / max(features.numel(), 1)
+            if tasks["mrm_label"]:
+                out.losses["mrm_label"] = _cross_entropy(out.mrm_label_logits, batch.mrm_label_targets)
+        if tasks["itm"] or tasks["qa"]:
+            pooled = self.pooler(hidden.index_select(0, layout.cls_index))
+            if tasks["itm"]:
+                out.itm_logits = self.itm_head(pooled)
+                out.losses["itm"] = _cross_entropy(out.itm_logits, batch.itm_labels)
+            if tasks["qa"]:
+                out.qa_logits = self.qa_head(pooled)
+                out.losses["qa"] = _cross_entropy(out.qa_logits, batch.qa_labels)
+        out.loss = sum(weights[name] * loss for name, loss in out.losses.items())
+        return out

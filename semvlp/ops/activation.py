@@ -1,0 +1,31 @@
+"""Public activation ops."""
+
+from __future__ import annotations
+
+import torch
+
+from . import dispatch
+from .checks import check_bias, check_tensor, FLOAT_DTYPES
+
+APPROXIMATIONS = ("none", "tanh")
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", *, backend: str = "auto") -> torch.Tensor:
+    """gelu(x + bias), the feed-forward activation.
+
+    Args:
+        x: (..., features), float32/float16/bfloat16 (a matmul output without its bias).
+        bias: (features,).
+        approximate: "none" (erf form, BERT's "gelu") or "tanh" (BERT's "gelu_new").
+        backend: as in `semvlp.ops.attention`.
+
+    Returns:
+        Like x.
+    """
+    check_tensor("x", x, dtypes=FLOAT_DTYPES)
+    check_bias("bias", bias, x)
+    if approximate not in APPROXIMATIONS:
+        raise ValueError(f"approximate: expected one of {APPROXIMATIONS}, got {approximate!r}")
+    inputs = dict(x=x, bias=bias, approximate=approximate)
+    _, impl = dispatch.choose("bias_gelu", backend, inputs)
+    return impl(**inputs)

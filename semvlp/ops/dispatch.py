@@ -1,0 +1,87 @@
+"""Backend choice for every functional op, with readable reasons.
+
+A backend is registered once with a priority and, per op, a function that lists why it cannot run the
+given inputs (empty list = supported) plus the implementation. `backend="auto"` takes the highest-priority
+backend with no reasons; a forced backend that cannot run raises one BackendNotSupportedError listing all
+of them. The environment variable SEMVLP_BACKEND replaces "auto" (not an explicit choice).
+
+Auto order: cuda > triton > sdpa > reference. Each backend's supports-function encodes where it is
+actually used; see the backend's module for the measurements behind its rule.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+OPS = ("attention", "varlen_attention", "layer_norm", "add_layer_norm", "bias_gelu")
+
+
+class BackendNotSupportedError(ValueError):
+    """A forced backend cannot run the given inputs; the message lists every reason."""
+
+
+@dataclass
+class Backend:
+    name: str
+    priority: int
+    # Returns None when usable on this machine, else the reason (e.g. "not built", "no GPU").
+    unavailable: Callable[[], str | None]
+    # op name -> (reasons(**inputs) -> list[str], implementation)
+    ops: dict[str, tuple[Callable[..., list[str]], Callable]] = field(default_factory=dict)
+
+    def not_supported_reasons(self, op: str, inputs: dict) -> list[str]:
+        reason = self.unavailable()
+        if reason is not None:
+            return [reason]
+        if op not in self.ops:
+            return [f"{self.name} does not implement {op}"]
+        return self.ops[op][0](**inputs)
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    for op in backend.ops:
+        if op not in OPS:
+            raise ValueError(f"backend {backend.name!r}: unknown op {op!r}, expected one of {OPS}")
+    _BACKENDS[backend.name] = backend
+
+
+def backends() -> dict[str, str | None]:
+    """Every registered backend: None when usable on this machine, else the reason it is not."""
+    return {name: b.unavailable() for name, b in sorted(_BACKENDS.items(), key=lambda kv: -kv[1].priority)}
+
+
+def _requested(backend: str) -> str:
+    if not isinstance(backend, str):
+        raise ValueError(f"backend: expected a string, got {type(backend).__name__}")
+    if backend == "auto":
+        backend = os.environ.get("SEMVLP_BACKEND", "auto")
+    if backend != "auto" and backend not in _BACKENDS:
+        raise ValueError(f"backend: got {backend!r}, expected 'auto' or one of {sorted(_BACKENDS)}")
+    return backend
+
+
+def choose(op: str, backend: str, inputs: dict) -> tuple[str, Callable]:
+    """The (name, implementation) that runs `op` on `inputs` for the requested backend."""
+    name = _requested(backend)
+    if name != "auto":
+        reasons = _BACKENDS[name].not_supported_reasons(op, inputs)
+        if reasons:
+            raise BackendNotSupportedError(f"backend {name!r} cannot run {op}: " + "; ".join(reasons))
+        return name, _BACKENDS[name].ops[op][1]
+    tried = []
+    for candidate in sorted(_BACKENDS.values(), key=lambda b: -b.priority):
+        reasons = candidate.not_supported_reasons(op, inputs)
+        if not reasons:
+            return candidate.name, candidate.ops[op][1]
+        tried.append(f"{candidate.name}: {'; '.join(reasons)}")
+    raise BackendNotSupportedError(f"no backend can run {op}: " + " | ".join(tried))
+
+
+def explain(op: str, inputs: dict) -> dict[str, list[str]]:
+    """For every backend, why it cannot run `op` on `inputs` (empty list = it can)."""
+    return {name: b.not_supported_reasons(op, inputs) for name, b in _BACKENDS.items()}

@@ -1,0 +1,65 @@
+"""Public LayerNorm ops: plain, and fused with bias, dropout and the residual add."""
+
+from __future__ import annotations
+
+import torch
+
+from . import dispatch
+from .checks import check_bias, check_like, check_normalized_shape, check_probability
+
+
+def _check_eps(eps) -> None:
+    if not isinstance(eps, (int, float)) or eps <= 0:
+        raise ValueError(f"eps: expected a positive float, got {eps!r}")
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-12, *,
+               backend: str = "auto") -> torch.Tensor:
+    """LayerNorm over the last dim of x.
+
+    Args:
+        x: (..., hidden), float32/float16/bfloat16. Statistics are computed in float32 for every dtype.
+        weight, bias: optional (hidden,) affine parameters (any float dtype; e.g. float32 under autocast).
+        eps: added to the variance.
+        backend: as in `semvlp.ops.attention`.
+
+    Returns:
+        Like x.
+    """
+    check_normalized_shape(x, weight, bias)
+    _check_eps(eps)
+    inputs = dict(x=x, weight=weight, bias=bias, eps=eps)
+    _, impl = dispatch.choose("layer_norm", backend, inputs)
+    return impl(**inputs)
+
+
+def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                   *, x_bias: torch.Tensor | None = None, dropout_p: float = 0.0, eps: float = 1e-12,
+                   prenorm: bool = False, backend: str = "auto"):
+    """out = LayerNorm(residual + dropout(x + x_bias)): the end of every post-LN sub-block.
+
+    Args:
+        x: (..., hidden), the sub-block's output before its bias (e.g. a matmul without bias).
+        residual: like x (same shape, dtype and device).
+        weight, bias: optional (hidden,) LayerNorm affine parameters.
+        x_bias: optional (hidden,) bias added to x before dropout (the sub-block's linear bias).
+        dropout_p: dropout on (x + x_bias), applied as given (pass 0.0 in eval).
+        eps: added to the variance; statistics in float32 for every dtype.
+        prenorm: also return the pre-norm sum residual + dropout(x + x_bias) (for pre-LN stacks).
+        backend: as in `semvlp.ops.attention`.
+
+    Returns:
+        out like x, or (out, prenorm_sum) when prenorm=True.
+    """
+    check_normalized_shape(x, weight, bias)
+    check_like("residual", residual, x, "x")
+    if x_bias is not None:
+        check_bias("x_bias", x_bias, x)
+    check_probability("dropout_p", dropout_p)
+    _check_eps(eps)
+    if not isinstance(prenorm, bool):
+        raise ValueError(f"prenorm: expected a bool, got {prenorm!r}")
+    inputs = dict(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias, dropout_p=dropout_p, eps=eps,
+                  prenorm=prenorm)
+    _, impl = dispatch.choose("add_layer_norm", backend, inputs)
+    return impl(**inputs)
