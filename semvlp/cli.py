@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -36,8 +37,119 @@ def _demo(args) -> int:
     return 0
 
 
+def _pretrain(args) -> int:
+    from .train.loop import NonFiniteLossError, pretrain
+
+    try:
+        pretrain(args)
+    except NonFiniteLossError as err:
+        print(f"semvlp pretrain: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _synth(args) -> int:
+    from .data.synthetic import write_synthetic
+
+    counts = {"train": args.train, "val": args.val, "novel": args.novel}
+    splits = write_synthetic(args.out, counts, seed=args.seed, feature_dim=args.feature_dim,
+                             formats=tuple(args.formats.split(",")))
+    sizes = ", ".join(f"{split} {len(images)} images / {sum(len(im.captions) for im in images)} captions / "
+                      f"{sum(len(im.questions) for im in images)} questions" for split, images in splits.items())
+    print(f"wrote {args.out}: {sizes}; features as {args.formats}")
+    return 0
+
+
+def _corpus_sentences(path: Path) -> list[str]:
+    """Sentences of a text file (one a line), a COCO captions JSON or a VQA questions JSON."""
+    if path.suffix != ".json":
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from .data.formats.jsonfile import load_json
+
+    data = load_json(path, ())
+    if "annotations" in data:
+        return [a["caption"] for a in data["annotations"] if isinstance(a, dict) and a.get("caption")]
+    if "questions" in data:
+        return [q["question"] for q in data["questions"] if isinstance(q, dict) and q.get("question")]
+    raise ValueError(f"{path}: expected a COCO captions JSON (annotations) or a VQA questions JSON (questions)")
+
+
+def _vocab(args) -> int:
+    from .data.tokenizer import train_vocab
+
+    sentences = [s for path in args.corpus for s in _corpus_sentences(Path(path))]
+    if not sentences:
+        raise SystemExit("semvlp data vocab: the corpus has no sentences")
+    vocab = train_vocab(sentences, args.out, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+    print(f"wrote {vocab} ({sum(1 for _ in open(vocab, encoding='utf-8'))} tokens from {len(sentences)} sentences)")
+    return 0
+
+
+def _export(args) -> int:
+    from .train.checkpoint import export_safetensors
+
+    print(f"wrote {export_safetensors(args.checkpoints, args.out, args.tag)}")
+    return 0
+
+
+def _add_pretrain(commands) -> None:
+    p = commands.add_parser("pretrain", help="pretrain under DeepSpeed (launch with deepspeed, torchrun or plainly)")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (generated in memory) or a data folder written in the real formats")
+    p.add_argument("--model-config", required=True, help="model config JSON (configs/model/tiny.json, base.json)")
+    p.add_argument("--deepspeed-config", required=True, help="DeepSpeed config JSON (configs/deepspeed/*.json)")
+    p.add_argument("--output", required=True, help="run folder: checkpoints/, metrics.jsonl, tensorboard/, curves.png")
+    p.add_argument("--max-steps", type=int, required=True, help="optimizer steps (also the LR schedule's length)")
+    p.add_argument("--mode-schedule", choices=("alternate", "single", "two"), default="alternate")
+    p.add_argument("--mode-ratio", default="1:1", help="alternate: blocks of single-stream : blocks of two-stream")
+    p.add_argument("--mode-granularity", default="step", help="alternate: block length, 'step', 'epoch' or N steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/latest")
+    p.add_argument("--seed", type=int, default=0, help="model initialisation, data order, masking and dropout")
+    p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
+    p.add_argument("--synthetic-scenes", type=int, default=4000, help="--data synthetic: training scenes")
+    p.add_argument("--data-seed", type=int, default=0, help="--data synthetic: seed of the scenes")
+    p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="data folder: which feature files to read")
+    p.add_argument("--vocab", help="WordPiece vocab.txt (default: bert-base-uncased's)")
+    p.add_argument("--micro-batch-size", type=int, help="override train_micro_batch_size_per_gpu")
+    p.add_argument("--gradient-accumulation-steps", type=int, help="override gradient_accumulation_steps")
+    p.add_argument("--lr", type=float, help="override the peak learning rate")
+    p.add_argument("--warmup-steps", type=int, help="override the scheduler's warmup_num_steps")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (and one at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="complete checkpoints kept")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: at the end only)")
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
+    p.add_argument("--max-nonfinite-steps", type=int, default=20,
+                   help="stop after this many consecutive steps with a NaN/inf loss")
+    p.add_argument("--export", action="store_true", help="write OUTPUT/export/model.safetensors at the end")
+    p.set_defaults(run=_pretrain)
+
+
+def _add_data(commands) -> None:
+    data = commands.add_parser("data", help="synthetic data and vocabularies").add_subparsers(dest="data_command",
+                                                                                             required=True)
+    synth = data.add_parser("synth", help="write the synthetic dataset in the real formats")
+    synth.add_argument("--out", required=True, help="data folder to write")
+    synth.add_argument("--train", type=int, default=4000, help="training images")
+    synth.add_argument("--val", type=int, default=400, help="held-out images of the training distribution")
+    synth.add_argument("--novel", type=int, default=400, help="held-out images with held-out colour-shape combos")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--feature-dim", type=int, default=64, help="region feature size (hand features, zero-padded)")
+    synth.add_argument("--formats", default="tsv", help="comma-separated feature formats: tsv,h5,npz")
+    synth.set_defaults(run=_synth)
+    vocab = data.add_parser("vocab", help="train a WordPiece vocab.txt on a corpus")
+    vocab.add_argument("--corpus", nargs="+", required=True,
+                       help="text files (one sentence a line), COCO captions JSON or VQA questions JSON")
+    vocab.add_argument("--out", required=True, help="folder for vocab.txt")
+    vocab.add_argument("--vocab-size", type=int, default=8000)
+    vocab.add_argument("--min-frequency", type=int, default=1)
+    vocab.set_defaults(run=_vocab)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semvlp", description=__doc__)
+    # The deepspeed launcher passes --local_rank=N before the subcommand; the rank is read from LOCAL_RANK.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="forward+backward of the pretraining model in both modes on a random batch")
     demo.add_argument("--model-config", required=True, help="model config JSON (e.g. configs/model/tiny.json)")
@@ -46,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-regions", type=int, default=36)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    _add_pretrain(commands)
+    _add_data(commands)
+    export = commands.add_parser("export", help="checkpoint -> model.safetensors (DeepSpeed's zero_to_fp32)")
+    export.add_argument("--checkpoints", required=True, help="OUTPUT/checkpoints of a run")
+    export.add_argument("--tag", help="checkpoint folder name (default: the latest)")
+    export.add_argument("--out", required=True, help="folder for model.safetensors and config.json")
+    export.set_defaults(run=_export)
     return parser
 
 

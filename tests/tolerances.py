@@ -43,3 +43,11 @@ def assert_within_rule(name: str, actual: torch.Tensor, reference: torch.Tensor,
     if err > allowed:
         raise AssertionError(f"{name}: max error {err:.3e} > allowed {allowed:.3e} "
                              f"({factor} x baseline error + floor {FLOOR[actual.dtype]:.1e})")
+
+# Per-step losses of DeepSpeed runs that read the same global batches with a different rank layout (2 ranks vs
+# one process with twice the gradient accumulation): they differ only in the order of gradient summation (fp32)
+# and in where bf16 gradients are rounded (bf16). Relative tolerance on each step's total loss.
+DISTRIBUTED_LOSS_RTOL = {
+    torch.float32: 1e-5,
+    torch.bfloat16: 2e-2,
+}

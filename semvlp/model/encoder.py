@@ -6,6 +6,8 @@ to which and whether the plugged cross-attention runs, so switching modes never 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -51,10 +53,17 @@ class SharedEncoder(nn.Module):
         super().__init__()
         plugged = set(config.cross_layers)
         self.layers = nn.ModuleList(SharedLayer(config, i in plugged) for i in range(config.num_hidden_layers))
+        # Activation checkpointing: None, or a function(fn, *args) that runs fn(*args) and recomputes its
+        # activations in backward (torch.utils.checkpoint.checkpoint, deepspeed.checkpointing.checkpoint).
+        # Each layer is one checkpointed segment.
+        self.checkpoint_fn: Callable | None = None
 
     def forward(self, hidden: torch.Tensor, layout: PackedLayout, mode: str = "single") -> torch.Tensor:
         """hidden (total_tokens, hidden) in the layout's joint order -> same shape."""
         check_mode(mode)
         for layer in self.layers:
-            hidden = layer(hidden, layout, mode)
+            if self.checkpoint_fn is not None and self.training and torch.is_grad_enabled():
+                hidden = self.checkpoint_fn(layer, hidden, layout, mode)
+            else:
+                hidden = layer(hidden, layout, mode)
         return hidden

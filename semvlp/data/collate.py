@@ -1,0 +1,89 @@
+"""The collate function: masks words and regions of each sample, then packs the samples into one
+PretrainingBatch with its PackedLayout (built here, on the CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .batch import PretrainingBatch
+from .boxes import box_features
+from .dataset import Sample
+from .packing import PackedLayout
+
+WORD_MASK_RATE = 0.15
+REGION_MASK_RATE = 0.15
+
+
+class Collator:
+    """Masks as BERT and LXMERT do: 15% of words (80% [MASK], 10% a random word, 10% kept) and 15% of regions
+    (features zeroed). Words of mismatched pairs are masked too, so [MASK] says nothing about the ITM label,
+    but only matched pairs and questions contribute MLM targets."""
+
+    def __init__(self, mask_id: int, first_word_id: int, vocab_size: int, box_dim: int,
+                 word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE):
+        if not first_word_id < vocab_size:
+            raise ValueError(f"first_word_id: expected below vocab_size {vocab_size}, got {first_word_id}")
+        self.mask_id, self.first_word_id, self.vocab_size = mask_id, first_word_id, vocab_size
+        self.box_dim = box_dim
+        self.word_mask_rate, self.region_mask_rate = word_mask_rate, region_mask_rate
+
+    def _mask_words(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input ids, masked positions with targets, their targets)."""
+        ids = sample.token_ids.copy()
+        if sample.masking == "none":
+            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if sample.masking == "attributes":
+            positions = sample.attribute_positions
+            targets = ids[positions].copy()
+            ids[positions] = self.mask_id
+            return ids, positions, targets
+        words = np.arange(1, len(ids) - 1)
+        positions = words[rng.random(len(words)) < self.word_mask_rate]
+        targets = ids[positions].copy()
+        action = rng.random(len(positions))
+        ids[positions[action < 0.8]] = self.mask_id
+        randomised = positions[(action >= 0.8) & (action < 0.9)]
+        ids[randomised] = rng.integers(self.first_word_id, self.vocab_size, size=len(randomised))
+        if sample.itm_label == 0:
+            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return ids, positions, targets
+
+    def __call__(self, samples: list[Sample]) -> PretrainingBatch:
+        if not samples:
+            raise ValueError("samples: expected at least one sample, got none")
+        ids, mlm_pos, mlm_tgt, feats, boxes, mrm_pos, mrm_feat, mrm_lab = [], [], [], [], [], [], [], []
+        text_offset = region_offset = 0
+        for sample in samples:
+            rng = np.random.default_rng(list(sample.mask_seed))
+            words, positions, targets = self._mask_words(sample, rng)
+            ids.append(words)
+            mlm_pos.append(positions + text_offset)
+            mlm_tgt.append(targets)
+            features = sample.features.copy()
+            if sample.masking == "random":
+                masked = np.flatnonzero(rng.random(len(features)) < self.region_mask_rate)
+                mrm_feat.append(features[masked].copy())
+                mrm_lab.append(sample.object_labels[masked])
+                mrm_pos.append(masked + region_offset)
+                features[masked] = 0.0
+            feats.append(features)
+            boxes.append(sample.boxes)
+            text_offset += len(words)
+            region_offset += len(features)
+        layout = PackedLayout.from_lengths([len(w) for w in ids], [len(f) for f in feats])
+        feature_dim = feats[0].shape[1]
+        return PretrainingBatch(
+            input_ids=torch.from_numpy(np.concatenate(ids)),
+            region_features=torch.from_numpy(np.concatenate(feats)),
+            region_boxes=box_features(torch.from_numpy(np.concatenate(boxes)), self.box_dim),
+            layout=layout,
+            mlm_positions=torch.from_numpy(np.concatenate(mlm_pos)).long(),
+            mlm_targets=torch.from_numpy(np.concatenate(mlm_tgt)).long(),
+            mrm_positions=torch.from_numpy(np.concatenate(mrm_pos) if mrm_pos else np.zeros(0, np.int64)).long(),
+            mrm_feature_targets=torch.from_numpy(np.concatenate(mrm_feat) if mrm_feat
+                                                 else np.zeros((0, feature_dim), np.float32)),
+            mrm_label_targets=torch.from_numpy(np.concatenate(mrm_lab) if mrm_lab else np.zeros(0, np.int64)).long(),
+            itm_labels=torch.tensor([s.itm_label for s in samples], dtype=torch.int64),
+            qa_labels=torch.tensor([s.qa_label for s in samples], dtype=torch.int64),
+        )

@@ -1,0 +1,66 @@
+"""A corpus split: region features by image id, and the captions and questions about those images.
+
+`load_corpus` reads one from a data folder in the real formats:
+
+    DIR/features.tsv | features.h5 | features_npz/    region features of every split's images
+    DIR/captions_<split>.json                         COCO captions
+    DIR/vqa_questions_<split>.json                    VQA questions (optional, with the next file)
+    DIR/vqa_annotations_<split>.json                  VQA annotations
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .formats import open_features, read_coco_captions, read_vqa
+from .records import BadRecords, ImageRecord, TextRecord
+
+
+class MemoryFeatures:
+    """Image records held in memory (the synthetic data), with a FeatureStore's interface."""
+
+    def __init__(self, records: list[ImageRecord]):
+        self._records = {r.image_id: r for r in records}
+        self.feature_dim = records[0].features.shape[1] if records else None
+
+    def ids(self) -> list[str]:
+        return list(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._records
+
+    def __getitem__(self, image_id: str) -> ImageRecord:
+        return self._records[image_id]
+
+
+@dataclass
+class Corpus:
+    features: object                                     # FeatureStore or MemoryFeatures
+    texts: list[TextRecord]
+    twins: dict[str, str] = field(default_factory=dict)  # image id -> id of its binding twin
+
+    def __post_init__(self):
+        if not self.texts:
+            raise ValueError("texts: expected at least one caption or question, got none")
+
+
+def load_corpus(folder, split: str, features=None, fmt: str | None = None, bad: BadRecords | None = None,
+                feature_dim: int | None = None) -> Corpus:
+    """The `split` of a data folder; pass `features` to share one opened store between splits."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"folder: expected a data folder, {folder} is not one")
+    bad = bad or BadRecords()
+    features = features if features is not None else open_features(folder, fmt, bad, feature_dim)
+    captions = folder / f"captions_{split}.json"
+    if not captions.exists():
+        raise ValueError(f"folder: expected {captions.name} in {folder} for the {split!r} split")
+    texts, twins = read_coco_captions(captions, features, bad)
+    questions, answers = folder / f"vqa_questions_{split}.json", folder / f"vqa_annotations_{split}.json"
+    if questions.exists() or answers.exists():
+        texts += read_vqa(questions, answers, features, bad)
+    return Corpus(features, texts, twins)

@@ -1,0 +1,143 @@
+"""Samples for pretraining and evaluation: a text paired with an image's regions, labels, and a masking seed.
+
+Every random choice of a sample (negative pairing here, masking in the collate function) is drawn from a
+generator seeded with (seed, epoch, index), so a sample is a pure function of its position in the run: a
+resumed run sees the same data, whatever the number of ranks or DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .corpus import Corpus
+from .language import holds
+from .records import TextRecord
+from .scenes import COLOURS, SHAPES
+from .tokenizer import WordPieceTokenizer
+
+NEGATIVE_RATE = 0.5       # share of captions paired with a text that does not match their image
+HARD_NEGATIVE_RATE = 0.5  # share of those negatives that are hard negatives when the caption has some
+_NAMES = (tuple(COLOURS), SHAPES)
+
+
+@dataclass
+class Sample:
+    token_ids: np.ndarray            # (n,) int64, [CLS] ... [SEP]
+    attribute_positions: np.ndarray  # (k,) int64 token positions of grounded colour words
+    features: np.ndarray             # (r, feature_dim) float32
+    boxes: np.ndarray                # (r, 4) float32 normalised xyxy
+    object_labels: np.ndarray        # (r,) int64, -100 = unknown
+    itm_label: int                   # 1 match, 0 mismatch, -100 not an ITM sample (questions)
+    qa_label: int                    # answer index, -100 none
+    mask_seed: tuple[int, ...]       # seeds the collate function's masking of this sample
+    masking: str = "random"          # "random" (15%, 80/10/10), "attributes" (exactly the colour words), "none"
+
+
+class AnswerVocab:
+    """Answers of the training questions, most frequent first, at most `size` of them."""
+
+    def __init__(self, answers: list[str]):
+        self.answers = list(answers)
+        self._index = {a: i for i, a in enumerate(self.answers)}
+
+    @classmethod
+    def from_texts(cls, texts: list[TextRecord], size: int) -> "AnswerVocab":
+        counts = Counter(t.answer for t in texts if t.kind == "question")
+        return cls([a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]])
+
+    def index(self, answer: str | None) -> int:
+        return self._index.get(answer, -100)
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.answers) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "AnswerVocab":
+        return cls(json.loads(Path(path).read_text()))
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+
+def _token_positions(offsets: list[tuple[int, int]], spans) -> np.ndarray:
+    """Positions of the tokens that lie inside any of the character spans."""
+    return np.array([i for i, (s, e) in enumerate(offsets) if e > s and any(a <= s and e <= b for a, b in spans)],
+                    dtype=np.int64)
+
+
+class PretrainingDataset(torch.utils.data.Dataset):
+    """Indexed by (epoch, text index).
+
+    purpose "train": captions are paired with a mismatching text half of the time (hard negatives included),
+    questions keep their image and carry their answer; words and regions are masked at random.
+    "itm_eval": two samples per caption, its own (1) and a mismatching text (0), nothing masked.
+    "attribute_eval": the captions with grounded colour words, their own image, exactly those words masked.
+    """
+
+    def __init__(self, corpus: Corpus, tokenizer: WordPieceTokenizer, answers: AnswerVocab, seed: int = 0,
+                 purpose: str = "train"):
+        if purpose not in ("train", "itm_eval", "attribute_eval"):
+            raise ValueError(f"purpose: expected 'train', 'itm_eval' or 'attribute_eval', got {purpose!r}")
+        self.corpus, self.answers, self.seed, self.purpose = corpus, answers, seed, purpose
+        texts = corpus.texts
+        if purpose != "train":
+            texts = [t for t in texts if t.kind == "caption" and (purpose == "itm_eval" or t.attribute_spans)]
+            if not texts:
+                raise ValueError(f"corpus: no captions for {purpose}")
+        self.texts = texts
+        encoded = tokenizer.encode_batch([t.text for t in texts])
+        self.token_ids = [e.ids for e in encoded]
+        self.attribute_positions = [_token_positions(e.offsets, t.attribute_spans) for e, t in zip(encoded, texts)]
+        negatives = [n for t in texts for n in t.hard_negatives]
+        negative_ids = iter(e.ids for e in tokenizer.encode_batch(negatives)) if negatives else iter(())
+        self.hard_negative_ids = [[next(negative_ids) for _ in t.hard_negatives] for t in texts]
+        self.captions = np.array([i for i, t in enumerate(texts) if t.kind == "caption"], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return 2 * len(self.texts) if self.purpose == "itm_eval" else len(self.texts)
+
+    def _mismatch(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Token ids of a text that does not describe this caption's image: a hard negative, or a caption of
+        another image (checked false against this image when the captions carry their meaning)."""
+        hard = self.hard_negative_ids[index]
+        if hard and rng.random() < HARD_NEGATIVE_RATE:
+            return hard[int(rng.integers(len(hard)))]
+        own = self.texts[index].image_id
+        record = self.corpus.features[own]
+        names = [[_NAMES[0][a] if 0 <= a < len(_NAMES[0]) else "" for a in record.attr_ids],
+                 [_NAMES[1][o] if 0 <= o < len(_NAMES[1]) else "" for o in record.object_ids]]
+        for _ in range(100):
+            other = int(self.captions[int(rng.integers(len(self.captions)))])
+            text = self.texts[other]
+            if text.image_id != own and not (text.meaning and holds(text.meaning, names[0], names[1], record.boxes)):
+                return self.token_ids[other]
+        raise ValueError(f"corpus: found no mismatching caption for image {own!r} in 100 draws")
+
+    def __getitem__(self, key) -> Sample:
+        epoch, index = key
+        rng = np.random.default_rng([self.seed, epoch, index])
+        masking, qa_label = "random", -100
+        if self.purpose == "itm_eval":
+            index, negative = divmod(index, 2)
+            rng = np.random.default_rng([self.seed, epoch, index])
+            itm, masking = (0, "none") if negative else (1, "none")
+        elif self.purpose == "attribute_eval":
+            itm, masking = 1, "attributes"
+        else:
+            text = self.texts[index]
+            if text.kind == "question":
+                itm, qa_label = -100, self.answers.index(text.answer)
+            else:
+                itm = 0 if rng.random() < NEGATIVE_RATE else 1
+        token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng)
+        record = self.corpus.features[self.texts[index].image_id]
+        labels = np.where(record.object_ids >= 0, record.object_ids, -100)
+        return Sample(token_ids, self.attribute_positions[index] if itm != 0 else np.zeros(0, np.int64),
+                      record.features, record.normalised_boxes(), labels, itm, qa_label,
+                      (self.seed, epoch, index, 1), masking)

@@ -1,0 +1,50 @@
+"""COCO captions JSON: {"images": [{"id", "width", "height", "file_name"}], "annotations": [{"id",
+"image_id", "caption"}]}. Image ids are compared as strings with the feature files' ids.
+
+Annotations may carry a "semvlp" object (written by the synthetic generator): the caption's kind, its
+phrase->region links, the spans of its grounded colour words, its hard negatives and its meaning (clauses
+that `semvlp.data.language.holds` checks against a scene). Images may carry
+"semvlp_binding_twin": the id of the scene with the same shapes and permuted colours.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..records import BadRecords, TextRecord
+from .jsonfile import load_json
+
+
+def read_coco_captions(path, image_ids, bad: BadRecords | None = None) -> tuple[list[TextRecord], dict[str, str]]:
+    """Captions of the images in `image_ids` (a container of str ids), and the binding twins by image id."""
+    bad = bad or BadRecords()
+    data = load_json(path, ("annotations",))
+    twins = {str(im["id"]): str(im["semvlp_binding_twin"]) for im in data.get("images", [])
+             if isinstance(im, dict) and "id" in im and im.get("semvlp_binding_twin") is not None}
+    out = []
+    for index, ann in enumerate(data["annotations"]):
+        name = f"annotation {index}" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
+        if not isinstance(ann, dict) or ann.get("image_id") in (None, ""):
+            bad.report(path, name, "missing image id", "the annotation has no image_id")
+            continue
+        image_id = str(ann["image_id"])
+        if image_id not in image_ids:
+            bad.report(path, name, "missing image id", f"image id {image_id!r} has no region features")
+            continue
+        caption = ann.get("caption")
+        if not isinstance(caption, str) or not caption.strip():
+            bad.report(path, name, "empty caption", f"the caption is empty or missing ({caption!r})")
+            continue
+        extra = ann.get("semvlp", {})
+        out.append(TextRecord(image_id, caption.strip(), "caption", category=extra.get("kind"),
+                              hard_negatives=tuple(extra.get("hard_negatives", ())),
+                              attribute_spans=tuple(tuple(s) for s in extra.get("attribute_spans", ())),
+                              meaning=tuple(tuple(c) for c in extra.get("meaning", ()))))
+    return out, twins
+
+
+def write_coco_captions(path, images: list[dict], annotations: list[dict]) -> None:
+    """images: [{"id", "width", "height", ...}], annotations: [{"image_id", "caption", ...}]; ids are added."""
+    numbered = [dict(ann, id=i) for i, ann in enumerate(annotations)]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"info": {"description": "semvlp captions"}, "images": images, "annotations": numbered}, f)

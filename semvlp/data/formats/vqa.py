@@ -1,0 +1,68 @@
+"""VQA questions and annotations JSON (the VQA v2 layout):
+questions {"questions": [{"question_id", "image_id", "question"}]},
+annotations {"annotations": [{"question_id", "image_id", "multiple_choice_answer", "answers": [{"answer",
+"answer_confidence", "answer_id"}], "answer_type", "question_type"}]}.
+The synthetic generator adds "semvlp_category" (attribute, existence, count, relation, comparison).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..records import BadRecords, TextRecord
+from .jsonfile import load_json
+
+
+def read_vqa(questions_path, annotations_path, image_ids, bad: BadRecords | None = None) -> list[TextRecord]:
+    """Questions of the images in `image_ids` with their most common answer."""
+    bad = bad or BadRecords()
+    questions = load_json(questions_path, ("questions",))["questions"]
+    answers = {}
+    for index, ann in enumerate(load_json(annotations_path, ("annotations",))["annotations"]):
+        qid = ann.get("question_id") if isinstance(ann, dict) else None
+        answer = ann.get("multiple_choice_answer") if isinstance(ann, dict) else None
+        if not answer and isinstance(ann, dict) and ann.get("answers"):
+            answer = ann["answers"][0].get("answer")
+        if qid is None or not isinstance(answer, str) or not answer.strip():
+            bad.report(annotations_path, f"annotation {index}", "missing answer",
+                       "the annotation has no question_id or no answer")
+            continue
+        answers[qid] = (answer.strip(), ann.get("semvlp_category"))
+    out = []
+    for index, q in enumerate(questions):
+        name = f"question {index}" + (f" (question_id {q['question_id']})" if isinstance(q, dict) and "question_id" in q else "")
+        if not isinstance(q, dict) or q.get("image_id") in (None, ""):
+            bad.report(questions_path, name, "missing image id", "the question has no image_id")
+            continue
+        image_id = str(q["image_id"])
+        if image_id not in image_ids:
+            bad.report(questions_path, name, "missing image id", f"image id {image_id!r} has no region features")
+            continue
+        text = q.get("question")
+        if not isinstance(text, str) or not text.strip():
+            bad.report(questions_path, name, "empty question", f"the question is empty or missing ({text!r})")
+            continue
+        if q.get("question_id") not in answers:
+            bad.report(questions_path, name, "missing answer", "no annotation answers this question")
+            continue
+        answer, category = answers[q["question_id"]]
+        out.append(TextRecord(image_id, text.strip(), "question", answer=answer, category=category))
+    return out
+
+
+_ANSWER_TYPES = {"existence": "yes/no", "relation": "yes/no", "comparison": "yes/no", "count": "number"}
+
+
+def write_vqa(questions_path, annotations_path, items: list[dict]) -> None:
+    """items: [{"image_id", "question", "answer", "category"}]; question ids are their indices."""
+    questions = [{"question_id": i, "image_id": it["image_id"], "question": it["question"]}
+                 for i, it in enumerate(items)]
+    annotations = [{"question_id": i, "image_id": it["image_id"], "multiple_choice_answer": it["answer"],
+                    "answers": [{"answer": it["answer"], "answer_confidence": "yes", "answer_id": k}
+                                for k in range(1, 11)],
+                    "answer_type": _ANSWER_TYPES.get(it["category"], "other"), "question_type": it["category"],
+                    "semvlp_category": it["category"]} for i, it in enumerate(items)]
+    with open(questions_path, "w", encoding="utf-8") as f:
+        json.dump({"questions": questions}, f)
+    with open(annotations_path, "w", encoding="utf-8") as f:
+        json.dump({"annotations": annotations}, f)

@@ -1,0 +1,111 @@
+"""The embedded synthetic dataset: seeded scenes, their region features, captions and questions, in three
+splits (train; val = new scenes of the same distribution; novel = scenes with held-out colour-shape
+combinations), kept in memory or written out in the real formats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import Corpus, MemoryFeatures
+from .formats import FEATURE_FORMATS, write_coco_captions, write_features, write_vqa
+from .language import Caption, Question, SceneLanguage
+from .records import ImageRecord, TextRecord
+from .scenes import COLOURS, HAND_FEATURE_DIM, IMAGE_SIZE, SHAPES, Scene, binding_twin, region_features, render, \
+    sample_scene
+
+SPLITS = ("train", "val", "novel")
+# Image ids are integers (as in COCO); each split has its own range.
+_ID_BASE = {"train": 0, "val": 10_000_000, "novel": 20_000_000}
+_COLOUR_INDEX = {c: i for i, c in enumerate(COLOURS)}
+
+
+@dataclass
+class SyntheticImage:
+    record: ImageRecord
+    captions: list[Caption]
+    questions: list[Question]
+    twin: str | None
+
+
+def _image_record(scene: Scene, image: np.ndarray, feature_dim: int) -> ImageRecord:
+    return ImageRecord(scene.image_id, IMAGE_SIZE, IMAGE_SIZE, np.array([o.box for o in scene.objects], np.float32),
+                       region_features(scene, image, feature_dim),
+                       np.array([SHAPES.index(o.shape) for o in scene.objects], np.int64),
+                       np.array([_COLOUR_INDEX[o.colour] for o in scene.objects], np.int64))
+
+
+def generate_split(split: str, count: int, seed: int = 0, feature_dim: int = HAND_FEATURE_DIM,
+                   captions_per_image: int = 5, questions_per_image: int = 3,
+                   twin_fraction: float = 0.2) -> list[SyntheticImage]:
+    """`count` images of one split. A `twin_fraction` of them come in pairs that differ only in which colour
+    binds to which shape."""
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    out: list[SyntheticImage] = []
+    while len(out) < count:
+        k = len(out)
+        rng = np.random.default_rng([seed, SPLITS.index(split), k])
+        image_id = str(_ID_BASE[split] + k)
+        scene = sample_scene(image_id, rng, split)
+        scenes = [scene]
+        if split != "novel" and k + 1 < count and rng.random() < twin_fraction:
+            twin = binding_twin(scene, str(_ID_BASE[split] + k + 1), rng)
+            if twin is not None:
+                scenes.append(twin)
+        for s in scenes:
+            language = SceneLanguage(s, rng)
+            twin_id = next((t.image_id for t in scenes if t is not s), None)
+            out.append(SyntheticImage(_image_record(s, render(s, rng), feature_dim),
+                                      language.captions(captions_per_image), language.questions(questions_per_image),
+                                      twin_id))
+    return out
+
+
+def _frozen(meaning) -> tuple:
+    return tuple(tuple(clause) for clause in meaning)
+
+
+def to_corpus(images: list[SyntheticImage]) -> Corpus:
+    """The in-memory corpus: the same records, in the same order, as reading the written files gives."""
+    texts = [TextRecord(im.record.image_id, c.text, "caption", category=c.kind, hard_negatives=tuple(c.hard_negatives),
+                        attribute_spans=tuple(tuple(s) for s in c.attribute_spans), meaning=_frozen(c.meaning))
+             for im in images for c in im.captions]
+    texts += [TextRecord(im.record.image_id, q.text, "question", answer=q.answer, category=q.category)
+              for im in images for q in im.questions]
+    twins = {im.record.image_id: im.twin for im in images if im.twin is not None}
+    return Corpus(MemoryFeatures([im.record for im in images]), texts, twins)
+
+
+def write_split(folder: Path, split: str, images: list[SyntheticImage]) -> None:
+    coco_images = [{"id": int(im.record.image_id), "width": im.record.width, "height": im.record.height,
+                    "file_name": f"{im.record.image_id}.png",
+                    "semvlp_binding_twin": None if im.twin is None else int(im.twin)} for im in images]
+    annotations = [{"image_id": int(im.record.image_id), "caption": c.text,
+                    "semvlp": {"kind": c.kind, "phrases": c.phrases, "attribute_spans": c.attribute_spans,
+                               "hard_negatives": c.hard_negatives, "meaning": c.meaning}}
+                   for im in images for c in im.captions]
+    write_coco_captions(folder / f"captions_{split}.json", coco_images, annotations)
+    items = [{"image_id": int(im.record.image_id), "question": q.text, "answer": q.answer, "category": q.category}
+             for im in images for q in im.questions]
+    write_vqa(folder / f"vqa_questions_{split}.json", folder / f"vqa_annotations_{split}.json", items)
+
+
+def write_synthetic(folder, counts: dict[str, int], seed: int = 0, feature_dim: int = HAND_FEATURE_DIM,
+                    formats: tuple[str, ...] = ("tsv",)) -> dict[str, list[SyntheticImage]]:
+    """Writes every split's captions and questions, and all images' features in each of `formats`."""
+    unknown = [f for f in formats if f not in FEATURE_FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"formats: expected some of {list(FEATURE_FORMATS)}, got {list(formats)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {split: generate_split(split, n, seed, feature_dim) for split, n in counts.items()}
+    for split, images in splits.items():
+        write_split(folder, split, images)
+    records = [im.record for images in splits.values() for im in images]
+    for fmt in formats:
+        write_features(folder, fmt, records)
+    return splits

@@ -1,0 +1,84 @@
+"""Held-out evaluation: image-text matching accuracy and masked-word accuracy on attribute (colour) words.
+
+ITM: every caption of the split with its own image and with a mismatching text (half hard negatives), nothing
+masked. Attribute MLM: the captions' grounded colour words (each names the colour of the one object of its
+shape in the scene) are masked and predicted. Work is split across ranks and every rank runs the same number
+of forward passes, since under ZeRO-3 each forward gathers parameters from all ranks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from ..data.collate import Collator
+from ..data.dataset import AnswerVocab, PretrainingDataset
+from .engine import cast_inputs
+
+EVAL_SEED = 1234
+
+
+def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mode: str, batch_size: int,
+                     rank: int, world: int, dtype, device) -> torch.Tensor:
+    """[itm correct, itm total, mlm correct, mlm total] summed over every rank."""
+    indices = list(range(rank, len(dataset), world))
+    per_rank = math.ceil(len(dataset) / world)
+    counts = torch.zeros(4, dtype=torch.float64)
+    for b in range(math.ceil(per_rank / batch_size)):
+        chunk = indices[b * batch_size:(b + 1) * batch_size]
+        batch = collator([dataset[(0, i)] for i in (chunk or [0])])
+        out = engine(cast_inputs(batch, dtype, device), mode=mode)
+        if not chunk:
+            continue
+        labels = batch.itm_labels
+        if out.itm_logits is not None:
+            keep = labels != -100
+            counts[0] += (out.itm_logits.argmax(-1).cpu()[keep] == labels[keep]).sum().item()
+            counts[1] += keep.sum().item()
+        if out.mlm_logits is not None and batch.mlm_targets.numel():
+            counts[2] += (out.mlm_logits.argmax(-1).cpu() == batch.mlm_targets).sum().item()
+            counts[3] += batch.mlm_targets.numel()
+    dist.all_reduce(counts)
+    return counts
+
+
+def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: Collator, modes: list[str],
+             batch_size: int, rank: int, world: int, dtype, device) -> dict[str, float]:
+    """{"<split>/<mode>/itm_accuracy": ..., "<split>/<mode>/attribute_mlm_accuracy": ...} for each split."""
+    results = {}
+    was_training = engine.module.training
+    engine.eval()
+    with torch.no_grad():
+        for split, corpus in held_out.items():
+            itm = PretrainingDataset(corpus, tokenizer, answers, seed=EVAL_SEED, purpose="itm_eval")
+            try:
+                attributes = PretrainingDataset(corpus, tokenizer, answers, seed=EVAL_SEED, purpose="attribute_eval")
+            except ValueError:
+                attributes = None  # no caption of this split tags its colour words (real data)
+            for mode in modes:
+                counts = _accuracy_counts(engine, itm, collator, mode, batch_size, rank, world, dtype, device)
+                results[f"{split}/{mode}/itm_accuracy"] = counts[0].item() / max(counts[1].item(), 1)
+                if attributes is not None:
+                    counts = _accuracy_counts(engine, attributes, collator, mode, batch_size, rank, world, dtype,
+                                              device)
+                    results[f"{split}/{mode}/attribute_mlm_accuracy"] = counts[2].item() / max(counts[3].item(), 1)
+    engine.train(was_training)
+    return results
+
+
+def format_results(results: dict[str, float], sizes: dict[str, int]) -> str:
+    """A table: one row per split and metric, one column per mode."""
+    modes = sorted({key.split("/")[1] for key in results}, key=["single", "two"].index)
+    rows = sorted({(key.split("/")[0], key.split("/")[2]) for key in results},
+                  key=lambda r: (["val", "novel"].index(r[0]) if r[0] in ("val", "novel") else 9, r[1]))
+    names = {"itm_accuracy": "image-text matching", "attribute_mlm_accuracy": "masked attribute words"}
+    splits = {"val": "held-out scenes", "novel": "held-out colour-shape combos"}
+    lines = [f"{'':58}" + "".join(f"{m + '-stream':>15}" for m in modes)]
+    for split, metric in rows:
+        label = f"{names.get(metric, metric)} accuracy, {splits.get(split, split)} ({sizes.get(split, '?')} images)"
+        cells = "".join(f"{100 * results[f'{split}/{m}/{metric}']:>14.1f}%" if f"{split}/{m}/{metric}" in results
+                        else f"{'-':>15}" for m in modes)
+        lines.append(f"{label:58}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Run metrics: a progress bar, OUTPUT/metrics.jsonl (one object per step), OUTPUT/eval.jsonl, TensorBoard
+logs under OUTPUT/tensorboard/, and a PNG of the curves at the end. Only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def _keep_until(path: Path, step: int) -> None:
+    """Drops the records after `step` (written by a run that died after its last checkpoint)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+class MetricsLogger:
+    def __init__(self, out_dir, enabled: bool, max_steps: int, start_step: int = 0):
+        self.enabled = enabled
+        self.out = Path(out_dir)
+        self.bar = tqdm(total=max_steps, initial=start_step, disable=not enabled, dynamic_ncols=True, unit="step")
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.metrics_path, self.eval_path = self.out / "metrics.jsonl", self.out / "eval.jsonl"
+        for path in (self.metrics_path, self.eval_path):
+            _keep_until(path, start_step)
+        self.tensorboard = SummaryWriter(str(self.out / "tensorboard"), purge_step=start_step + 1)
+
+    def log_step(self, record: dict) -> None:
+        self.bar.update(1)
+        if not self.enabled:
+            return
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", mode=record["mode"], refresh=False)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = record["step"]
+        self.tensorboard.add_scalar("loss/total", record["loss"], step)
+        for task, value in record["losses"].items():
+            self.tensorboard.add_scalar(f"loss/{task}", value, step)
+        self.tensorboard.add_scalar("lr", record["lr"], step)
+        self.tensorboard.add_scalar("samples_per_s", record["samples_per_s"], step)
+
+    def log_eval(self, step: int, results: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.eval_path, "a") as f:
+            f.write(json.dumps({"step": step, **results}) + "\n")
+        for name, value in results.items():
+            self.tensorboard.add_scalar(f"eval/{name}", value, step)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.enabled:
+            self.tensorboard.close()
+
+
+def plot_curves(out_dir) -> Path | None:
+    """OUTPUT/curves.png: the loss of each task per step, and the held-out accuracies per evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines() if line] \
+        if (out / "eval.jsonl").is_file() else []
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    steps = [m["step"] for m in metrics]
+    axes[0].plot(steps, [m["loss"] for m in metrics], label="total", color="black", linewidth=1)
+    for task in metrics[-1]["losses"]:
+        axes[0].plot(steps, [m["losses"].get(task, float("nan")) for m in metrics], label=task, linewidth=0.8)
+    axes[0].set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    axes[0].legend(fontsize=8)
+    for name in (evals[-1] if evals else {}):
+        if name != "step":
+            axes[1].plot([e["step"] for e in evals], [100 * e.get(name, float("nan")) for e in evals], marker="o",
+                         label=name)
+    axes[1].set(xlabel="step", ylabel="accuracy (%)", ylim=(0, 100), title="held-out accuracy")
+    if evals:
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    return out / "curves.png"

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from semvlp.data.dataset import AnswerVocab, PretrainingDataset
+from semvlp.data.language import holds
+from semvlp.data.scenes import COLOURS, SHAPES
+from semvlp.data.synthetic import generate_split, to_corpus
+from semvlp.data.tokenizer import WordPieceTokenizer
+from semvlp.train.data import MicroBatchSampler
+
+
+@pytest.fixture(scope="module")
+def setup():
+    corpus = to_corpus(generate_split("train", 80, seed=4))
+    tokenizer = WordPieceTokenizer(max_length=64)
+    return corpus, tokenizer, AnswerVocab.from_texts(corpus.texts, 64)
+
+
+def test_half_of_the_captions_are_mismatched_and_those_are_false_for_the_image(setup):
+    corpus, tokenizer, answers = setup
+    dataset = PretrainingDataset(corpus, tokenizer, answers, seed=1)
+    texts = {tuple(ids.tolist()): t for ids, t in zip(dataset.token_ids, dataset.texts)}
+    captions = [i for i, t in enumerate(dataset.texts) if t.kind == "caption"]
+    labels, hard, checked = [], 0, 0
+    for i in captions:
+        sample = dataset[(0, i)]
+        labels.append(sample.itm_label)
+        if sample.itm_label == 0:
+            other = texts.get(tuple(sample.token_ids.tolist()))
+            if other is None:
+                hard += 1  # a hard negative: not any image's own caption
+                continue
+            record = corpus.features[dataset.texts[i].image_id]
+            colours = [list(COLOURS)[a] for a in record.attr_ids]
+            shapes = [SHAPES[o] for o in record.object_ids]
+            assert not holds(other.meaning, colours, shapes, record.boxes)
+            checked += 1
+    assert abs(np.mean(labels) - 0.5) < 0.06
+    assert hard > 0 and checked > 0
+
+
+def test_questions_keep_their_image_and_carry_their_answer(setup):
+    corpus, tokenizer, answers = setup
+    dataset = PretrainingDataset(corpus, tokenizer, answers)
+    for i, text in enumerate(dataset.texts):
+        if text.kind == "question":
+            sample = dataset[(0, i)]
+            assert sample.itm_label == -100
+            assert answers.answers[sample.qa_label] == text.answer
+
+
+def test_itm_eval_pairs_each_caption_with_itself_and_a_mismatch(setup):
+    corpus, tokenizer, answers = setup
+    dataset = PretrainingDataset(corpus, tokenizer, answers, purpose="itm_eval")
+    assert len(dataset) == 2 * sum(t.kind == "caption" for t in corpus.texts)
+    assert [dataset[(0, i)].itm_label for i in range(6)] == [1, 0, 1, 0, 1, 0]
+    assert all(dataset[(0, i)].masking == "none" for i in range(6))
+
+
+def _keys(sampler):
+    return [key for micro in sampler for key in micro]
+
+
+def test_one_process_with_accumulation_reads_what_two_ranks_read():
+    one = list(MicroBatchSampler(100, micro=4, accumulation=2, world=1, rank=0, seed=3, start_step=0, max_steps=30))
+    ranks = [list(MicroBatchSampler(100, 4, 1, 2, r, 3, 0, 30)) for r in range(2)]
+    for step in range(30):
+        assert one[2 * step] == ranks[0][step] and one[2 * step + 1] == ranks[1][step]
+    epoch0 = [i for e, i in _keys(MicroBatchSampler(100, 4, 2, 1, 0, 3, 0, 12)) if e == 0]
+    assert len(epoch0) == len(set(epoch0)) == 96  # 12 steps of 8 cover an epoch once, the rest is dropped
+
+
+def test_a_resumed_sampler_continues_the_same_order():
+    full = list(MicroBatchSampler(50, 3, 2, 1, 0, 7, 0, 20))
+    resumed = list(MicroBatchSampler(50, 3, 2, 1, 0, 7, 13, 20))
+    assert resumed == full[26:]
+
+
+def test_too_little_data_for_one_global_batch_is_an_error():
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        MicroBatchSampler(10, 4, 2, 2, 0, 0, 0, 5)
