@@ -161,3 +161,15 @@ def test_varlen_gradcheck_float64_with_empty_segment():
     q, k, v = (t.requires_grad_() for t in (q, k, v))
     fn = lambda q, k, v: reference.varlen_attention(q, k, v, cu_q, cu_k, 3, 3, causal=True, upcast=False)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (q, k, v), atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+def test_varlen_equals_padded_attention_with_key_padding(backend):
+    from semvlp import ops
+
+    q, k, v = _qkv(3, 9, 9, 2, 16)
+    mask = torch.tensor([[1] * 9, [1] * 4 + [0] * 5, [1] * 1 + [0] * 8], dtype=torch.bool)
+    padded = ops.attention(q, k, v, attention_mask=mask, backend=backend)
+    cu = torch.tensor([0, 9, 13, 14], dtype=torch.int32)
+    packed = ops.varlen_attention(q[mask], k[mask], v[mask], cu, cu, 9, 9, backend=backend)
+    torch.testing.assert_close(packed, padded[mask], atol=FP32_ATOL, rtol=0)
