@@ -24,8 +24,9 @@ SEEN_COMBOS = tuple((c, s) for c in COLOURS for s in SHAPES if (c, s) not in HEL
 
 IMAGE_SIZE = 128
 BACKGROUND = 40
-GRID = 7
-HAND_FEATURE_DIM = 64  # mean RGB (3) + std RGB (3) + colour histogram 2x2x2 (8) + fill ratio (1) + 7x7 occupancy
+GRID = (6, 7)  # occupancy cells across, down
+HUE_BINS = 16
+HAND_FEATURE_DIM = 3 + HUE_BINS + 3 + GRID[0] * GRID[1]  # 64
 
 
 @dataclass(frozen=True)
@@ -129,18 +130,30 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
 
 
+def _hue_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rgb (n, 3) in [0, 1] -> hue in degrees [0, 360), saturation and value in [0, 1]."""
+    high, low = rgb.max(axis=1), rgb.min(axis=1)
+    spread = np.maximum(high - low, 1e-6)
+    r, g, b = rgb.T
+    hue = np.where(high == r, (g - b) / spread % 6, np.where(high == g, (b - r) / spread + 2, (r - g) / spread + 4))
+    return hue * 60.0, np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0), high
+
+
 def hand_features(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """(HAND_FEATURE_DIM,) float32 colour statistics and shape cues of the pixels inside a pixel xyxy box."""
+    """(HAND_FEATURE_DIM,) float32 colour statistics and shape cues of the pixels inside a pixel xyxy box:
+    mean RGB (3), a saturation-weighted hue histogram (16 bins, red centred on bin 0), mean saturation and
+    value (2), the fraction of the box the shape fills (1) and its 6x7 occupancy grid (42)."""
     x1, y1, x2, y2 = box
     crop = image[y1:y2, x1:x2].astype(np.float32) / 255.0
     mask = np.abs(crop - BACKGROUND / 255.0).max(axis=-1) > 0.15
     pixels = crop[mask] if mask.any() else crop.reshape(-1, 3)
-    mean, std = pixels.mean(axis=0), pixels.std(axis=0)
-    bins = (pixels > 0.5).astype(np.int64) @ np.array([4, 2, 1])
-    histogram = np.bincount(bins, minlength=8) / len(pixels)
-    cells = Image.fromarray(mask.astype(np.uint8) * 255).resize((GRID, GRID), Image.Resampling.BOX)
+    hue, saturation, value = _hue_saturation_value(pixels)
+    bins = (((hue + 360 / HUE_BINS / 2) % 360) // (360 / HUE_BINS)).astype(np.int64)
+    histogram = np.bincount(bins, weights=saturation, minlength=HUE_BINS) / len(pixels)
+    cells = Image.fromarray(mask.astype(np.uint8) * 255).resize(GRID, Image.Resampling.BOX)
     occupancy = np.asarray(cells, dtype=np.float32).reshape(-1) / 255.0
-    return np.concatenate([mean, std, histogram, [mask.mean()], occupancy]).astype(np.float32)
+    return np.concatenate([pixels.mean(axis=0), histogram, [saturation.mean(), value.mean(), mask.mean()],
+                           occupancy]).astype(np.float32)
 
 
 def region_features(scene: Scene, image: np.ndarray, feature_dim: int = HAND_FEATURE_DIM) -> np.ndarray:

@@ -72,13 +72,15 @@ def format_results(results: dict[str, float], sizes: dict[str, int]) -> str:
     """A table: one row per split and metric, one column per mode."""
     modes = sorted({key.split("/")[1] for key in results}, key=["single", "two"].index)
     rows = sorted({(key.split("/")[0], key.split("/")[2]) for key in results},
-                  key=lambda r: (["val", "novel"].index(r[0]) if r[0] in ("val", "novel") else 9, r[1]))
+                  key=lambda r: (["val", "novel"].index(r[0]) if r[0] in ("val", "novel") else 9, r[1] != "itm_accuracy"))
     names = {"itm_accuracy": "image-text matching", "attribute_mlm_accuracy": "masked attribute words"}
-    splits = {"val": "held-out scenes", "novel": "held-out colour-shape combos"}
-    lines = [f"{'':58}" + "".join(f"{m + '-stream':>15}" for m in modes)]
-    for split, metric in rows:
-        label = f"{names.get(metric, metric)} accuracy, {splits.get(split, split)} ({sizes.get(split, '?')} images)"
+    splits = {"val": "held-out scenes", "novel": "held-out colour-shape combinations"}
+    labels = [f"{names.get(metric, metric)}, {splits.get(split, split)} ({sizes.get(split, '?')} images)"
+              for split, metric in rows]
+    width = max(len(label) for label in labels) + 2
+    lines = [" " * width + "".join(f"{m + '-stream':>15}" for m in modes)]
+    for label, (split, metric) in zip(labels, rows):
         cells = "".join(f"{100 * results[f'{split}/{m}/{metric}']:>14.1f}%" if f"{split}/{m}/{metric}" in results
                         else f"{'-':>15}" for m in modes)
-        lines.append(f"{label:58}{cells}")
+        lines.append(f"{label:{width}}{cells}")
     return "\n".join(lines)

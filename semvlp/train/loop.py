@@ -62,9 +62,11 @@ def _pretrain(args, env) -> dict:
     out = Path(args.output)
     config = SemVLPConfig.load(args.model_config)
     tokenizer = WordPieceTokenizer(args.vocab, max_length=config.max_position_embeddings)
-    if tokenizer.vocab_size > config.vocab_size:
-        raise ValueError(f"vocab: {tokenizer.vocab_path} has {tokenizer.vocab_size} tokens, more than the model "
-                         f"config's vocab_size={config.vocab_size}")
+    if tokenizer.vocab_size != config.vocab_size:
+        # The word embeddings (and the tied MLM decoder) are sized to the vocab; the saved config records it.
+        logger.info("vocab_size %d of %s replaced by the %d tokens of %s", config.vocab_size, args.model_config,
+                    tokenizer.vocab_size, tokenizer.vocab_path)
+        config.vocab_size = tokenizer.vocab_size
     bad = BadRecords(skip=args.skip_bad_records)
     data = load_run_data(args.data, bad, config.visual_feat_dim, args.synthetic_scenes, args.data_seed,
                          args.feature_format)
@@ -165,7 +167,7 @@ def _pretrain(args, env) -> dict:
         if results:
             (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
             sizes = {split: len(corpus.features) for split, corpus in data.held_out.items()}
-            print(f"\nheld-out results after {args.max_steps} steps:\n{format_results(results, sizes)}", flush=True)
+            print(f"\nheld-out accuracy after {args.max_steps} steps:\n{format_results(results, sizes)}", flush=True)
         if bad.total:
             print(bad.summary(), flush=True)
     return results

@@ -19,29 +19,20 @@ def setup(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def reference(setup):
-    """One process, accumulation 2, per precision."""
-    out = {}
-    for precision in DTYPES:
-        path = setup / f"one_{precision}"
-        run("plain", 1, pretrain_args(setup / "data", tiny_config(setup),
-                                      deepspeed_config(setup, f"zero2_{precision}"), path, STEPS, 2))
-        out[precision] = losses(path)
-    return out
-
-
 @pytest.mark.parametrize("precision", list(DTYPES))
 @pytest.mark.parametrize("stage,launcher", [(2, "deepspeed"), (3, "torchrun")])
-def test_two_ranks_match_one_process(setup, reference, stage, launcher, precision):
-    path = setup / f"two_ranks_zero{stage}_{precision}"
-    run(launcher, 2, pretrain_args(setup / "data", tiny_config(setup),
-                                   deepspeed_config(setup, f"zero{stage}_{precision}"), path, STEPS, 1))
-    ours, ref = losses(path), reference[precision]
+def test_two_ranks_match_one_process(setup, stage, launcher, precision):
+    """The reference is the same ZeRO stage in one process: stages differ in how Adam treats the parameters
+    that a single-stream step leaves without a gradient, so each stage is compared with itself."""
+    name = f"zero{stage}_{precision}"
+    one, two = setup / f"one_{name}", setup / f"two_{name}"
+    run("plain", 1, pretrain_args(setup / "data", tiny_config(setup), deepspeed_config(setup, name), one, STEPS, 2))
+    run(launcher, 2, pretrain_args(setup / "data", tiny_config(setup), deepspeed_config(setup, name), two, STEPS, 1))
+    ours, ref = losses(two), losses(one)
     assert [r["step"] for r in ours] == list(range(1, STEPS + 1))
     assert [r["mode"] for r in ours] == ["single", "two"] * (STEPS // 2)
     rtol = DISTRIBUTED_LOSS_RTOL[DTYPES[precision]]
     for a, b in zip(ours, ref):
         assert abs(a["loss"] - b["loss"]) <= rtol * abs(b["loss"]), (a["step"], a["loss"], b["loss"])
     assert ours[-1]["loss"] < ours[0]["loss"]  # it trains
-    assert (path / "results.json").is_file() and (path / "curves.png").is_file()
+    assert (two / "results.json").is_file() and (two / "curves.png").is_file()

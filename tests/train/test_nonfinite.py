@@ -1,0 +1,27 @@
+"""Non-finite losses: after N consecutive steps the run stops with a message and exit status 1."""
+
+import subprocess
+
+import numpy as np
+
+from semvlp.data.formats.lxmert_tsv import write_tsv
+from semvlp.data.synthetic import write_synthetic
+from semvlp.data.formats import open_features
+
+from pretrain_runs import REPO, command, deepspeed_config, environment, pretrain_args
+
+
+def test_consecutive_infinite_losses_stop_the_run_with_a_message(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic(data, {"train": 20}, seed=1, formats=("tsv",))
+    store = open_features(data, "tsv")
+    records = [store[i] for i in store.ids()]
+    for r in records:
+        r.features = r.features * np.float32(3e38)  # finite (valid records) but the regression loss overflows
+    write_tsv(data / "features.tsv", records)
+    args = pretrain_args(data, REPO / "configs/model/tiny.json", deepspeed_config(tmp_path, "zero2_fp32"),
+                         tmp_path / "out", 10, 1, "--max-nonfinite-steps", "3")
+    done = subprocess.run(command("plain", 1, args), cwd=REPO, env=environment(), capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "stopping at step 3: the loss was NaN or infinite in 3 consecutive steps" in done.stderr
