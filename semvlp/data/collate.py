@@ -18,46 +18,64 @@ REGION_MASK_RATE = 0.15
 class Collator:
     """Masks as BERT and LXMERT do: 15% of words (80% [MASK], 10% a random word, 10% kept) and 15% of regions
     (features zeroed). Words of mismatched pairs are masked too, so [MASK] says nothing about the ITM label,
-    but only matched pairs and questions contribute MLM targets."""
+    but only matched pairs and questions contribute MLM targets.
+
+    `attribute_mask_rate` adds attribute prediction in the manner of ERNIE-ViL: that share of the matched
+    captions also has all its grounded attribute words replaced by [MASK] (captions without tagged attribute
+    words, e.g. real data, are unaffected). Such a sample leaves the ITM task (label -100): mismatched texts
+    have no tagged words, so a masked attribute would otherwise give its label away."""
 
     def __init__(self, mask_id: int, first_word_id: int, vocab_size: int, box_dim: int,
-                 word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE):
+                 word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE,
+                 attribute_mask_rate: float = 0.0):
         if not first_word_id < vocab_size:
             raise ValueError(f"first_word_id: expected below vocab_size {vocab_size}, got {first_word_id}")
+        for name, rate in (("word_mask_rate", word_mask_rate), ("region_mask_rate", region_mask_rate),
+                           ("attribute_mask_rate", attribute_mask_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name}: expected a rate in [0, 1], got {rate}")
         self.mask_id, self.first_word_id, self.vocab_size = mask_id, first_word_id, vocab_size
         self.box_dim = box_dim
         self.word_mask_rate, self.region_mask_rate = word_mask_rate, region_mask_rate
+        self.attribute_mask_rate = attribute_mask_rate
 
-    def _mask_words(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(input ids, masked positions with targets, their targets)."""
-        ids = sample.token_ids.copy()
+    def _mask_words(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(input ids, masked positions with targets, their targets, ITM label)."""
+        ids, itm = sample.token_ids.copy(), sample.itm_label
         if sample.masking == "none":
-            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64), itm
         if sample.masking == "attributes":
             positions = sample.attribute_positions
             targets = ids[positions].copy()
             ids[positions] = self.mask_id
-            return ids, positions, targets
-        words = np.arange(1, len(ids) - 1)
-        positions = words[rng.random(len(words)) < self.word_mask_rate]
+            return ids, positions, targets, itm
+        chosen = rng.random(len(ids)) < self.word_mask_rate
+        chosen[[0, -1]] = False  # [CLS] and [SEP]
+        action = rng.random(len(ids))
+        if len(sample.attribute_positions) and rng.random() < self.attribute_mask_rate:
+            chosen[sample.attribute_positions] = True
+            action[sample.attribute_positions] = 0.0  # always [MASK]
+            itm = -100
+        positions = np.flatnonzero(chosen)
         targets = ids[positions].copy()
-        action = rng.random(len(positions))
+        action = action[positions]
         ids[positions[action < 0.8]] = self.mask_id
         randomised = positions[(action >= 0.8) & (action < 0.9)]
         ids[randomised] = rng.integers(self.first_word_id, self.vocab_size, size=len(randomised))
         if sample.itm_label == 0:
-            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return ids, positions, targets
+            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64), itm
+        return ids, positions, targets, itm
 
     def __call__(self, samples: list[Sample]) -> PretrainingBatch:
         if not samples:
             raise ValueError("samples: expected at least one sample, got none")
-        ids, mlm_pos, mlm_tgt, feats, boxes, mrm_pos, mrm_feat, mrm_lab = [], [], [], [], [], [], [], []
+        ids, mlm_pos, mlm_tgt, feats, boxes, mrm_pos, mrm_feat, mrm_lab, itm = [], [], [], [], [], [], [], [], []
         text_offset = region_offset = 0
         for sample in samples:
             rng = np.random.default_rng(list(sample.mask_seed))
-            words, positions, targets = self._mask_words(sample, rng)
+            words, positions, targets, itm_label = self._mask_words(sample, rng)
             ids.append(words)
+            itm.append(itm_label)
             mlm_pos.append(positions + text_offset)
             mlm_tgt.append(targets)
             features = sample.features.copy()
@@ -84,6 +102,6 @@ class Collator:
             mrm_feature_targets=torch.from_numpy(np.concatenate(mrm_feat) if mrm_feat
                                                  else np.zeros((0, feature_dim), np.float32)),
             mrm_label_targets=torch.from_numpy(np.concatenate(mrm_lab) if mrm_lab else np.zeros(0, np.int64)).long(),
-            itm_labels=torch.tensor([s.itm_label for s in samples], dtype=torch.int64),
+            itm_labels=torch.tensor(itm, dtype=torch.int64),
             qa_labels=torch.tensor([s.qa_label for s in samples], dtype=torch.int64),
         )

@@ -14,8 +14,11 @@ switch invalidates that trace mid-step, and the parameters it had prefetched are
 when they are reached. With an alternating schedule prefetching is therefore switched off
 (`stage3_prefetch_bucket_size` 0): every block gathers its own parameters on entry, once per pass.
 In single-stream steps the cross-attention parameters get no gradient. ZeRO 1/2 reduce a zero gradient for
-them (`ignore_unused_parameters`, true by default, is set explicitly); every rank runs the same mode in a step,
-so all ranks take part in the same collectives and nothing waits for a rank that skipped a block.
+them (`ignore_unused_parameters`, true by default, is set explicitly) and ZeRO-3 never gathers them; every
+rank runs the same mode in a step, so all ranks take part in the same collectives and nothing waits for a rank
+that skipped a block. The flattened optimizer partitions still give those parameters an Adam update from
+their momentum, and ZeRO-2 and ZeRO-3 do not do this identically: a run reproduces across rank layouts of
+one stage (tested), not across stages.
 """
 
 from __future__ import annotations

@@ -102,7 +102,9 @@ def _pretrain(args, env) -> dict:
                     len(dataset), global_batch, micro, accumulation, env.world_size, run.zero_stage,
                     str(run.dtype).replace("torch.", ""), start, args.max_steps)
 
-    collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
+    collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim,
+                        attribute_mask_rate=args.attribute_mask_rate)
+    eval_collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
     sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, args.seed, start,
                                 args.max_steps)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
@@ -112,7 +114,7 @@ def _pretrain(args, env) -> dict:
     checkpoint_files = {"config.json": json.dumps(config.to_dict(), indent=2) + "\n"}
 
     def run_eval(step: int) -> dict:
-        results = evaluate(engine, data.held_out, tokenizer, answers, collator, modes, args.eval_batch_size,
+        results = evaluate(engine, data.held_out, tokenizer, answers, eval_collator, modes, args.eval_batch_size,
                            env.rank, env.world_size, run.dtype, env.device)
         metrics.log_eval(step, results)
         return results
@@ -166,7 +168,7 @@ def _pretrain(args, env) -> dict:
         plot_curves(out)
         if results:
             (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-            sizes = {split: len(corpus.features) for split, corpus in data.held_out.items()}
+            sizes = {split: len({t.image_id for t in corpus.texts}) for split, corpus in data.held_out.items()}
             print(f"\nheld-out accuracy after {args.max_steps} steps:\n{format_results(results, sizes)}", flush=True)
         if bad.total:
             print(bad.summary(), flush=True)
