@@ -4,11 +4,13 @@ ZeRO-3 gathers a module's own parameters when its forward starts and frees them 
 the model need more:
 - The MLM decoder is tied: `mlm_head` multiplies by the word-embedding matrix, which belongs to the text
   embeddings. It is registered as an external parameter of `mlm_head`, so it is gathered for that forward
-  (and its backward) too.
+  (and its backward) too. DeepSpeed 0.19's parameter getter would also notice the access in eager mode and
+  attach the weight to whichever module is running (here the whole model); the registration states the
+  dependency where it is, and does not rely on the getter (which stands aside under torch.compile).
 - The attention and feed-forward sub-blocks call `F.linear` on their child Linear layers' weights without
   calling those children, so those sub-blocks are ZeRO-3 leaf modules: entering one gathers all of its
-  parameters at once. The leaves are the sub-blocks, not whole layers, so a single-stream step never enters a
-  cross-attention block and never gathers its weights.
+  parameters at once, with one hook instead of one per child. The leaves are the sub-blocks, not whole
+  layers, so a single-stream step never enters a cross-attention block and never gathers its weights.
 Modes change which modules run. ZeRO-3 prefetches along the module order traced on an earlier step; a mode
 switch invalidates that trace mid-step, and the parameters it had prefetched are released and gathered again
 when they are reached. With an alternating schedule prefetching is therefore switched off

@@ -38,11 +38,13 @@ def tiny_config(folder: Path) -> Path:
 
 
 def deepspeed_config(folder: Path, name: str) -> Path:
-    """configs/deepspeed/<name>.json; under ZeRO-3 every parameter is partitioned (no persistence threshold),
-    so the tiny model exercises the gathering paths a large one takes."""
+    """configs/deepspeed/<name>.json; under ZeRO-3 every parameter is partitioned (no persistence threshold) and
+    released as soon as its module is done (no reuse window), so the tiny model exercises the gathering paths
+    a large one takes."""
     config = json.loads((REPO / f"configs/deepspeed/{name}.json").read_text())
     if config["zero_optimization"]["stage"] == 3:
-        config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+        config["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_max_reuse_distance=0,
+                                           stage3_max_live_parameters=0)
     path = folder / f"{name}.json"
     path.write_text(json.dumps(config))
     return path

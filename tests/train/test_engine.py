@@ -59,8 +59,17 @@ def _train(engine, steps, seed=0):
 
 
 def test_exported_zero3_weights_reproduce_the_model_outputs(group, tmp_path):
+    from deepspeed.utils.z3_leaf_module import z3_leaf_module
+
     config = _config()
     engine = _engine(tmp_path, "zero3_fp32", config)
+    model = engine.module
+    tied = model.semvlp.text_embeddings.word_embeddings.weight
+    assert [p for _, p in model.mlm_head.ds_external_parameters()] == [tied]
+    for layer in model.semvlp.encoder.layers:
+        blocks = [layer.self_attention, layer.feed_forward] + [layer.cross_attention] * (layer.cross_attention is not None)
+        assert all(z3_leaf_module(block) for block in blocks) and not z3_leaf_module(layer)
+    assert engine.zero_optimization_stage() == 3 and engine.zero_prefetch_bucket_size() == 0
     _train(engine, 3)
     engine.eval()
     batch = random_batch(config, 5, seed=99, text_len=15, num_regions=7)
