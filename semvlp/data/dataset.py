@@ -121,12 +121,13 @@ class PretrainingDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key) -> Sample:
         epoch, index = key
+        negative = 0
+        if self.purpose == "itm_eval":
+            index, negative = divmod(index, 2)
         rng = np.random.default_rng([self.seed, epoch, index])
         masking, qa_label = "random", -100
         if self.purpose == "itm_eval":
-            index, negative = divmod(index, 2)
-            rng = np.random.default_rng([self.seed, epoch, index])
-            itm, masking = (0, "none") if negative else (1, "none")
+            itm, masking = 1 - negative, "none"
         elif self.purpose == "attribute_eval":
             itm, masking = 1, "attributes"
         else:
