@@ -39,7 +39,7 @@ class PaddedBatch:
     qa_labels: torch.Tensor         # (B,) answer index, -100 = none
 
 
-def _scatter(values: torch.Tensor, lengths: list[int], fill, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _scatter(values: torch.Tensor, lengths: list[int], fill, width: int):
     """Packed rows -> (B, width, ...) padded with `fill`, plus the (sample, position) of every packed row."""
     counts = torch.tensor(lengths)
     sample = torch.repeat_interleave(torch.arange(len(lengths)), counts)

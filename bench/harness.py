@@ -40,6 +40,7 @@ import math
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -177,7 +178,8 @@ def _timer_name(device: torch.device) -> str:
 
 
 def _time_wall_clock(fn: Callable, warmup_s: float, rep_s: float, min_reps: int = 3) -> list[float]:
-    """Per-call seconds on the CPU: at least one warm-up call, then at least `min_reps` timed calls."""
+    """Per-call seconds on the CPU: at least one warm-up call, then at least `min_reps` timed calls (exactly
+    that many when rep_s is 0)."""
     start = time.perf_counter()
     fn()
     while time.perf_counter() - start < warmup_s:
@@ -191,13 +193,14 @@ def _time_wall_clock(fn: Callable, warmup_s: float, rep_s: float, min_reps: int 
     return times
 
 
-def _time_cuda(fn: Callable, warmup_s: float, rep_s: float) -> list[float]:
-    """Per-call seconds on the GPU (20th, 50th and 80th percentiles with do_bench, else all CUDA-event times)."""
+def _time_cuda(fn: Callable, warmup_s: float, rep_s: float, calls: int | None = None) -> list[float]:
+    """Per-call seconds on the GPU: the 20th, 50th and 80th percentiles from do_bench, or every CUDA-event time
+    when triton is missing or a fixed number of calls is asked for."""
     try:
         from triton.testing import do_bench
     except ImportError:
         do_bench = None
-    if do_bench is not None:
+    if do_bench is not None and calls is None:
         q20, q50, q80 = do_bench(fn, warmup=max(1, int(warmup_s * 1e3)), rep=max(1, int(rep_s * 1e3)),
                                  quantiles=[0.2, 0.5, 0.8])
         return [q20 / 1e3, q50 / 1e3, q80 / 1e3]
@@ -209,7 +212,7 @@ def _time_cuda(fn: Callable, warmup_s: float, rep_s: float) -> list[float]:
     torch.cuda.synchronize()
     times = []
     end = time.perf_counter() + rep_s
-    while len(times) < 3 or time.perf_counter() < end:
+    while len(times) < (calls or 3) or (calls is None and time.perf_counter() < end):
         begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
         fn()
@@ -296,90 +299,122 @@ def _build(provider: Provider, inputs: Any, device: torch.device) -> tuple[Calla
     return fn, {"peak_memory_mb": peak_mb, "peak_memory_extra_mb": extra_mb}
 
 
-def _time(fn: Callable, device: torch.device, share_s: float) -> list[float]:
-    warmup_s, rep_s = share_s / 3, 2 * share_s / 3
-    return _time_cuda(fn, warmup_s, rep_s) if device.type == "cuda" else _time_wall_clock(fn, warmup_s, rep_s)
+def _time(fn: Callable, device: torch.device, share_s: float, calls: int | None) -> list[float]:
+    """Timed calls of fn for its share of the budget, or exactly `calls` of them after one warm-up call."""
+    warmup_s, rep_s = (0.0, 0.0) if calls else (share_s / 3, 2 * share_s / 3)
+    if device.type == "cuda":
+        return _time_cuda(fn, warmup_s, rep_s, calls)
+    return _time_wall_clock(fn, warmup_s, rep_s, min_reps=calls or 3)
+
+
+class Interrupted(BaseException):
+    """Raised inside `run` when the process gets SIGTERM (see `main`); what was measured so far is kept."""
+
+
+class _Budget:
+    """Seconds left for the run, shared out equally over the timings still to come."""
+
+    def __init__(self, seconds: float, timings: int):
+        self.seconds, self.timings_left, self.started = seconds, timings, time.perf_counter()
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.started)
+
+    def take_share(self) -> tuple[float, float]:
+        """(seconds left, this timing's share), counting this timing as done."""
+        left = self.left()
+        share = max(0.0, left) / max(1, self.timings_left)
+        self.timings_left -= 1
+        return left, share
+
+
+def _run_case(benchmark: Benchmark, case: Case, names: list[str], device: torch.device, budget: _Budget,
+              rounds: int, calls: int | None, strict: bool, seed: int, rows: dict, samples: dict) -> None:
+    """Build the providers of one case (while budget is left), then time them in turn, `rounds` times."""
+    torch.manual_seed(seed)
+    inputs = case.make_inputs(device)
+    fns = {}
+    for name in names:
+        if budget.left() <= 0:
+            continue
+        try:
+            fns[name], memory = _build(benchmark.providers[name], inputs, device)
+            rows[name].update(memory)
+        except Unsupported as why:
+            rows[name].update(status="unsupported", reason=str(why))
+        except Exception as err:
+            if strict:
+                raise
+            rows[name].update(status="error", reason=f"{type(err).__name__}: {err}")
+    for round_index in range(rounds):
+        for name in names:
+            if name not in fns:
+                budget.timings_left -= 1
+                continue
+            left, share = budget.take_share()
+            # A provider that was built is timed at least once (its minimum calls), even past the budget:
+            # the build (a model, a compilation) cost more than those calls.
+            if left <= 0 and round_index > 0:
+                continue
+            try:
+                samples[name] += _time(fns[name], device, share, calls)
+            except Exception as err:
+                if strict:
+                    raise
+                rows[name].update(status="error", reason=f"{type(err).__name__}: {err}")
+                del fns[name]
 
 
 def run(benchmark: Benchmark, device: torch.device | str = "cpu", *, budget_s: float | None = None,
         providers: list[str] | None = None, cases: list[str] | None = None, rounds: int | None = None,
-        strict: bool = False, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+        calls: int | None = None, strict: bool = False, seed: int = 0,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time every selected provider on every selected case; returns the run's record (not yet saved).
 
     providers: names to run (the baseline is always added); cases: substrings selecting case names.
     rounds: the providers of a case are timed in turn this many times and their samples pooled, so a
         drift of the machine's speed (other load, clocks) reaches every provider alike (default: the
         benchmark's).
+    calls: time exactly this many calls per round instead of filling the budget (a smoke test).
     strict: re-raise a provider's error instead of recording it.
     Each timing gets an equal share of the budget left (a third warm-up, two thirds timed; on the CPU at
-    least one warm-up and three timed calls); once the budget is spent, the rest are recorded as skipped.
+    least one warm-up and three timed calls). Once the budget is spent, providers not yet built are recorded
+    as skipped and built ones get their minimum calls in the first round only. An `Interrupted` raised
+    meanwhile (SIGTERM under `main`) ends the run with what was measured; the rest is recorded as skipped.
     """
     device = torch.device(device)
-    budget = benchmark.budget_s if budget_s is None else budget_s
+    seconds = benchmark.budget_s if budget_s is None else budget_s
     rounds = benchmark.rounds if rounds is None else rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds: expected a positive int, got {rounds}")
+    if calls is not None and (not isinstance(calls, int) or calls < 1):
+        raise ValueError(f"calls: expected None or a positive int, got {calls!r}")
     unknown = sorted(set(providers or []) - set(benchmark.providers))
     if unknown:
         raise ValueError(f"providers: unknown {unknown}, expected names from {list(benchmark.providers)}")
-    chosen_providers = [p for p in benchmark.providers
-                        if providers is None or p in providers or p == benchmark.baseline]
+    names = [p for p in benchmark.providers if providers is None or p in providers or p == benchmark.baseline]
     # The baseline goes first so every ratio has its denominator even when the budget runs out.
-    chosen_providers.sort(key=lambda p: p != benchmark.baseline)
+    names.sort(key=lambda p: p != benchmark.baseline)
     chosen_cases = [c for c in benchmark.cases if cases is None or any(s in c.name for s in cases)]
     env = environment(device)
     peak = peak_tflops(env["device"]) if device.type == "cuda" else None
-    timings_left = len(chosen_cases) * len(chosen_providers) * rounds
-    started = time.perf_counter()
-
-    def budget_left() -> float:
-        return budget - (time.perf_counter() - started)
-
-    results = []
+    budget = _Budget(seconds, len(chosen_cases) * len(names) * rounds)
+    results, missing = [], f"time budget of {seconds:g} s spent"
     for case in chosen_cases:
-        torch.manual_seed(seed)
-        inputs = case.make_inputs(device)
-        rows = {name: {"case": case.name, "provider": name, "params": case.params} for name in chosen_providers}
-        fns, samples = {}, {name: [] for name in chosen_providers}
-        for name in chosen_providers:
-            if budget_left() <= 0:
-                continue
+        rows = {name: {"case": case.name, "provider": name, "params": case.params} for name in names}
+        samples = {name: [] for name in names}
+        if not missing.startswith("interrupted"):
             try:
-                fns[name], memory = _build(benchmark.providers[name], inputs, device)
-                rows[name].update(memory)
-            except Unsupported as why:
-                rows[name].update(status="unsupported", reason=str(why))
-            except Exception as err:
-                if strict:
-                    raise
-                rows[name].update(status="error", reason=f"{type(err).__name__}: {err}")
-        for _ in range(rounds):
-            for name in chosen_providers:
-                if name not in fns:
-                    timings_left -= 1
-                    continue
-                left = budget_left()
-                share = left / max(1, timings_left)
-                timings_left -= 1
-                if left <= 0:
-                    continue
-                try:
-                    samples[name] += _time(fns[name], device, share)
-                except Exception as err:
-                    if strict:
-                        raise
-                    rows[name].update(status="error", reason=f"{type(err).__name__}: {err}")
-                    del fns[name]
-        for name in chosen_providers:
+                _run_case(benchmark, case, names, device, budget, rounds, calls, strict, seed, rows, samples)
+            except Interrupted:
+                missing = "interrupted (SIGTERM) before it was timed"
+        for name in names:
             row = rows[name]
             if "status" not in row:
-                if samples[name]:
-                    row.update(_timing_row(case, samples[name], peak))
-                else:
-                    row.update(status="skipped", reason=f"time budget of {budget:g} s spent")
+                row.update(_timing_row(case, samples[name], peak) if samples[name]
+                           else {"status": "skipped", "reason": missing})
             log(_format_row(row))
             results.append(row)
-        del inputs, fns
         _release_memory(device)
     _add_ratios(results, benchmark.baseline)
     return {
@@ -387,9 +422,11 @@ def run(benchmark: Benchmark, device: torch.device | str = "cpu", *, budget_s: f
         "benchmark": benchmark.name,
         "description": benchmark.description,
         "baseline": benchmark.baseline,
-        "budget_s": budget,
+        "budget_s": seconds,
         "rounds": rounds,
-        "elapsed_s": time.perf_counter() - started,
+        "calls": calls,
+        "elapsed_s": time.perf_counter() - budget.started,
+        "interrupted": missing.startswith("interrupted"),
         "peak_tflops": peak,
         "env": env,
         "results": results,
@@ -469,13 +506,22 @@ def parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny sizes, a few calls: checks that the bench runs")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (default: the bench's)")
-    p.add_argument("--rounds", type=int, default=None, help="times each provider is timed in turn (default: the bench's)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="times each provider is timed in turn (default: the bench's)")
+    p.add_argument("--calls", type=int, default=None,
+                   help="time exactly this many calls per provider and round (a smoke test; default: fill the budget)")
     p.add_argument("--providers", default=None, help="comma-separated providers to run (the baseline always runs)")
     p.add_argument("--cases", default=None, help="comma-separated substrings of case names to run")
     p.add_argument("--out-dir", default=str(RESULTS_DIR), help="where the JSON goes")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     p.add_argument("--strict", action="store_true", help="stop at the first provider error")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own choice); part of the recorded device name")
     return p
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
 
 
 def main(build: Callable[[argparse.Namespace], Benchmark],
@@ -487,10 +533,19 @@ def main(build: Callable[[argparse.Namespace], Benchmark],
         add_arguments(p)
     args = p.parse_args(argv)
     args.device = torch.device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads: expected a positive count, got {args.threads}")
+        torch.set_num_threads(args.threads)
     benchmark = build(args)
     split = (lambda s: None if s is None else [x for x in s.split(",") if x])
-    record = run(benchmark, args.device, budget_s=args.budget, providers=split(args.providers),
-                 cases=split(args.cases), rounds=args.rounds, strict=args.strict)
+    # A SIGTERM (e.g. from `timeout` in bench/gpu_check.sh) ends the run early and still writes its JSON.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        record = run(benchmark, args.device, budget_s=args.budget, providers=split(args.providers),
+                     cases=split(args.cases), rounds=args.rounds, calls=args.calls, strict=args.strict)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print("\n".join(summary_lines(record)))
     if not args.no_save:
         print(f"results: {save(record, args.out_dir)}")

@@ -77,10 +77,16 @@ def test_spent_budget_skips_the_rest(monkeypatch):
 
 
 def test_main_writes_a_file_and_reports_errors(tmp_path):
-    code = harness.main(lambda args: _trivial(budget_s=0.5), argv=["--device", "cpu", "--out-dir", str(tmp_path)])
+    threads = torch.get_num_threads()
+    try:
+        code = harness.main(lambda args: _trivial(budget_s=0.5),
+                            argv=["--device", "cpu", "--out-dir", str(tmp_path), "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
     assert code == 1  # the "broken" provider failed
     (path,) = tmp_path.glob("trivial_cpu_*.json")
-    assert len(_strict_json(path)["results"]) == 4
+    record = _strict_json(path)
+    assert len(record["results"]) == 4 and record["env"]["device"].endswith("(1 threads)")
 
 
 def test_bad_benchmark_definitions_are_rejected():
@@ -100,3 +106,54 @@ def test_plot_draws_from_the_json(tmp_path):
     out = tmp_path / "trivial.png"
     assert plot.main([str(path), "--metric", "time_ms", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_built_provider_is_timed_once_even_past_the_budget(monkeypatch):
+    now = [0.0]
+
+    def clock():
+        now[0] += 0.001
+        return now[0]
+
+    def expensive(inp):  # building takes longer than the whole budget
+        now[0] += 10.0
+        return lambda: None
+
+    monkeypatch.setattr(harness.time, "perf_counter", clock)
+    case = harness.Case("c", lambda device: None, items={"calls": 1})
+    bench = harness.Benchmark("b", [case], {"base": expensive, "other": expensive}, baseline="base",
+                              budget_s=5.0, rounds=3)
+    rows = {r["provider"]: r for r in harness.run(bench, "cpu", log=lambda line: None)["results"]}
+    assert rows["base"]["status"] == "ok" and rows["base"]["samples"] == 3  # one round, minimum calls
+    assert rows["other"]["status"] == "skipped"
+
+
+def test_sigterm_ends_the_run_and_still_writes_the_json(tmp_path):
+    import os
+    import signal
+
+    def terminating(inp):
+        calls = []
+
+        def call():  # the first call (the memory probe) passes, the first timed call is terminated
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return call
+
+    def fast(inp):
+        return lambda: None
+
+    cases = [harness.Case("first", lambda device: None), harness.Case("second", lambda device: None)]
+    bench = harness.Benchmark("term", cases, {"fast": fast, "terminating": terminating}, baseline="fast",
+                              budget_s=2.0)
+    before = signal.getsignal(signal.SIGTERM)
+    assert harness.main(lambda args: bench, argv=["--device", "cpu", "--out-dir", str(tmp_path)]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+    (path,) = tmp_path.glob("term_cpu_*.json")
+    record = _strict_json(path)
+    assert record["interrupted"] is True
+    statuses = [(r["case"], r["provider"], r["status"]) for r in record["results"]]
+    assert statuses == [("first", "fast", "ok"), ("first", "terminating", "skipped"),
+                        ("second", "fast", "skipped"), ("second", "terminating", "skipped")]
+    assert "interrupted" in record["results"][-1]["reason"]

@@ -217,3 +217,28 @@ def test_patched_model_pickles():
     semvlp.patch_hf_model(model)
     clone = pickle.loads(pickle.dumps(model))
     _assert_outputs_close(clone(**inputs), model(**inputs))
+
+
+@pytest.mark.gpu
+def test_patched_bert_on_gpu_float32_and_bfloat16():
+    from tolerances import OUTPUT_FACTOR, PATCH_GPU_FP32_ATOL, assert_within_rule
+
+    original, inputs = bert()
+    original = original.cuda().eval()
+    inputs = {k: v.cuda() for k, v in inputs.items()}
+    patched = copy.deepcopy(original)
+    semvlp.patch_hf_model(patched)
+    expected, actual = original(**inputs), patched(**inputs)
+    for name, tensor in output_tensors(expected).items():
+        assert max_error(output_tensors(actual)[name], tensor) <= PATCH_GPU_FP32_ATOL, name
+    expected.loss.backward()
+    actual.loss.backward()
+    grads = dict(original.named_parameters())
+    for name, p in patched.named_parameters():
+        if p.grad is not None:
+            assert max_error(p.grad, grads[name].grad) <= PATCH_GPU_FP32_ATOL, name
+    # bfloat16: within the low-precision rule against the float32 original, the plain bf16 original the baseline
+    low_original, low_patched = copy.deepcopy(original).bfloat16(), copy.deepcopy(patched).bfloat16()
+    logits = low_patched(**inputs).prediction_logits
+    assert_within_rule("prediction_logits", logits, expected.prediction_logits.detach(),
+                       low_original(**inputs).prediction_logits, factor=OUTPUT_FACTOR)

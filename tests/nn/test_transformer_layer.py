@@ -23,7 +23,8 @@ def _bert_layer(hidden_act="gelu", dropout=0.0):
 
 def _additive(mask: torch.Tensor) -> torch.Tensor:
     """A (batch, seqlen) keep-mask as Hugging Face's additive (batch, 1, 1, seqlen) float mask."""
-    return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)[:, None, None]
+    additive = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
+    return additive[:, None, None]
 
 
 def _batch(lengths, seqlen, seed=0):
@@ -115,3 +116,20 @@ def test_bad_layers_and_inputs():
         layer(torch.randn(2, 3, HIDDEN), torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="hidden"):
         layer(torch.randn(HIDDEN))
+
+
+@pytest.mark.gpu
+def test_from_hf_on_gpu_bfloat16_within_the_rule():
+    from tolerances import OUTPUT_FACTOR, assert_within_rule
+
+    torch.manual_seed(0)
+    hf = _bert_layer().cuda().eval()
+    x, mask = _batch([64, 17, 1, 40], 64)
+    x, mask = x.cuda(), mask.cuda()
+    expected = hf(x, _additive(mask).cuda())
+    low_hf = _bert_layer().cuda().eval().bfloat16()
+    low_hf.load_state_dict(hf.state_dict())
+    plain = low_hf(x.bfloat16(), _additive(mask).cuda().bfloat16())
+    ours = TransformerLayer.from_hf(hf).cuda().eval().bfloat16()
+    actual = ours(x.bfloat16(), mask)
+    assert_within_rule("out", actual[mask], expected[mask].detach(), plain[mask], factor=OUTPUT_FACTOR)

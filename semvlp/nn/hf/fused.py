@@ -133,24 +133,38 @@ def _attend(module, q, k, v, mask, softmax_scale=None) -> torch.Tensor:
     return out.flatten(-2)
 
 
-def _attentions_requested() -> bool:
-    """True while a Hugging Face `capture_outputs` forward collects attention weights (BERT's output_attentions)."""
-    from transformers.utils import output_capturing
+def output_collector():
+    """Hugging Face's context variable of the outputs being captured (where BERT's output_attentions lives), or
+    None when this transformers version keeps it elsewhere."""
+    for module in ("transformers.utils.output_capturing", "transformers.utils.generic"):
+        try:
+            return getattr(__import__(module, fromlist=["_active_collector"]), "_active_collector")
+        except (ImportError, AttributeError):
+            continue
+    return None
 
-    collected = output_capturing._active_collector.get()
+
+def _attentions_requested() -> bool:
+    """True while a Hugging Face `capture_outputs` forward collects attention weights."""
+    collected = output_collector().get()
     return collected is not None and "attentions" in collected
 
 
-class FusedBertSelfAttention:
-    """BertSelfAttention.forward(hidden_states, attention_mask, cache, **kwargs) -> (context, None)."""
+# Keyword names a key/value cache has had in BertSelfAttention.forward across transformers 5.x.
+_CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value")
 
-    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
+
+class FusedBertSelfAttention:
+    """BertSelfAttention.forward(hidden_states, attention_mask, <cache>, **kwargs) -> (context, None)."""
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
         batch, seqlen = hidden_states.shape[:2]
         mask = key_padding_mask(attention_mask, batch, seqlen)
-        if cache is not None or mask is NOT_KEY_PADDING or _attentions_requested():
-            return super().forward(hidden_states, attention_mask, cache=cache, **kwargs)
+        cached = args or any(kwargs.get(name) is not None for name in _CACHE_KEYWORDS)
+        if cached or mask is NOT_KEY_PADDING or _attentions_requested():
+            return super().forward(hidden_states, attention_mask, *args, **kwargs)
         q, k, v = fused_qkv(hidden_states, self.query, self.key, self.value, self.num_attention_heads)
-        return _attend(self, q, k, v, mask, softmax_scale=self.scaling), None
+        return _attend(self, q, k, v, mask, softmax_scale=getattr(self, "scaling", None)), None
 
 
 class FusedVisualBertSelfAttention:
