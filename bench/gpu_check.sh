@@ -100,7 +100,7 @@ for i in "${!benches[@]}"; do
     remaining=$(( $(left) - memcheck_reserve - 15 ))
     share=$(( remaining / (${#benches[@]} - i) ))
     if [[ $DRY_RUN == 1 ]]; then
-        budget=5; extra=(--quick)
+        budget=5; extra=(--quick --calls 1)
     else
         # the harness's budget bounds the timing; the rest of the share is for start-up and building models
         budget=$(( share * 2 / 3 )); extra=()

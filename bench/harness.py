@@ -54,7 +54,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "unsupported", "error", "skipped")
+# Timed calls kept per timing at most (a microsecond-long call would otherwise fill memory with samples).
+MAX_SAMPLES = 10_000
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU, matched on the device name, most specific first.
 # SEMVLP_PEAK_TFLOPS overrides (e.g. for a chip not listed).
 PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0),
@@ -186,7 +187,7 @@ def _time_wall_clock(fn: Callable, warmup_s: float, rep_s: float, min_reps: int 
         fn()
     times: list[float] = []
     end = time.perf_counter() + rep_s
-    while len(times) < min_reps or time.perf_counter() < end:
+    while len(times) < min_reps or (time.perf_counter() < end and len(times) < MAX_SAMPLES):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -212,7 +213,7 @@ def _time_cuda(fn: Callable, warmup_s: float, rep_s: float, calls: int | None = 
     torch.cuda.synchronize()
     times = []
     end = time.perf_counter() + rep_s
-    while len(times) < (calls or 3) or (calls is None and time.perf_counter() < end):
+    while len(times) < (calls or 3) or (calls is None and time.perf_counter() < end and len(times) < MAX_SAMPLES):
         begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
         fn()
