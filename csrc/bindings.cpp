@@ -24,10 +24,10 @@ TORCH_LIBRARY_FRAGMENT(semvlp, m) {
   m.def(
       "cuda_add_layer_norm_fwd(Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, Tensor? x_bias, "
       "float dropout_p, float eps, int seed, int offset, bool store_prenorm_sum, bool return_dropout_mask) -> "
-      "(Tensor out, Tensor prenorm_sum, Tensor mean, Tensor rstd, Tensor dropout_mask)");
+      "(Tensor out, Tensor prenorm_sum, Tensor rstd, Tensor dropout_mask)");
   m.def(
-      "cuda_add_layer_norm_bwd(Tensor dout, Tensor? dprenorm_sum, Tensor prenorm_sum, Tensor? weight, Tensor mean, "
-      "Tensor rstd, float dropout_p, int seed, int offset, bool has_residual, bool has_bias, bool has_x_bias) -> "
+      "cuda_add_layer_norm_bwd(Tensor dout, Tensor? dprenorm_sum, Tensor prenorm_sum, Tensor? weight, Tensor rstd, "
+      "float dropout_p, int seed, int offset, bool has_residual, bool has_bias, bool has_x_bias) -> "
       "(Tensor dx, Tensor dresidual, Tensor dweight, Tensor dbias, Tensor dx_bias)");
   m.def("cuda_philox_uniform_cpu(int seed, int offset, Tensor c0, Tensor c1) -> Tensor");
 }

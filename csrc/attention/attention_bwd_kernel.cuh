@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kAttentionThreads) varlen_attention_bwd_kernel
         const int i = m0 + col;
         const bool visible = j < len_k && i < len_q && (!params.causal || j <= i + causal_shift);
         st[nb][e] = visible ? exp2f(st[nb][e] * scale_log2 - ld_shared_f32(s_lse + col)) : 0.f;
-        if (dropout) {
+        if (dropout && visible) {  // as in the forward, padding draws no random number
           const uint32_t c0 = static_cast<uint32_t>(i) * static_cast<uint32_t>(params.max_seqlen_k) +
                               static_cast<uint32_t>(j);
           if (!dropout_keep(params.seed, params.offset, c0, rng_c1, params.dropout_p)) keep_bits &= ~(1u << (nb * 4 + e));

@@ -141,7 +141,10 @@ __global__ void __launch_bounds__(kAttentionThreads) varlen_attention_fwd_kernel
       cp_async_commit();
     }
 
-    // Scale to the log2 domain and mask keys past the segment or the causal diagonal.
+    // Scale to the log2 domain and mask keys past the segment or the causal diagonal. `drawn` marks the
+    // elements whose dropout decision matters (visible key, query row inside the segment): padding of the
+    // 64-wide tiles draws no random number.
+    uint32_t drawn = 0;
 #pragma unroll
     for (int nb = 0; nb < kKeyBlocks; ++nb) {
 #pragma unroll
@@ -150,6 +153,7 @@ __global__ void __launch_bounds__(kAttentionThreads) varlen_attention_fwd_kernel
         const int j = n0 + nb * 8 + 2 * t + (e & 1);
         const bool visible = j < len_k && (!params.causal || j <= i + causal_shift);
         s[nb][e] = visible ? s[nb][e] * scale_log2 : -INFINITY;
+        if (visible && i < len_q) drawn |= 1u << (nb * 4 + e);
       }
     }
 
@@ -188,12 +192,13 @@ __global__ void __launch_bounds__(kAttentionThreads) varlen_attention_fwd_kernel
       for (int nb = 0; nb < kKeyBlocks; ++nb) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
+          if (!((drawn >> (nb * 4 + e)) & 1u)) continue;
           const int i = m0 + row_in_block[e / 2];
           const int j = n0 + nb * 8 + 2 * t + (e & 1);
           const uint32_t c0 = static_cast<uint32_t>(i) * static_cast<uint32_t>(params.max_seqlen_k) +
                               static_cast<uint32_t>(j);
           const bool keep = dropout_keep(params.seed, params.offset, c0, rng_c1, params.dropout_p);
-          if (params.dropout_mask != nullptr && i < len_q && j < len_k) {
+          if (params.dropout_mask != nullptr) {
             params.dropout_mask[(static_cast<int64_t>(rng_c1) * params.max_seqlen_q + i) * params.max_seqlen_k + j] =
                 keep ? 1 : 0;
           }

@@ -64,18 +64,16 @@ void check_fwd(const at::Tensor& x, const std::optional<at::Tensor>& residual, c
 }
 
 void check_bwd(const at::Tensor& dout, const std::optional<at::Tensor>& dprenorm_sum, const at::Tensor& prenorm_sum,
-               const std::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& rstd,
-               double dropout_p, int64_t seed, int64_t offset) {
+               const std::optional<at::Tensor>& weight, const at::Tensor& rstd, double dropout_p, int64_t seed,
+               int64_t offset) {
   check_rows(kBwdOp, dout, "dout");
   check_like_x(prenorm_sum, "prenorm_sum", dout, "dout");
   check_like_x(dprenorm_sum, "dprenorm_sum", dout, "dout");
   check_vector(weight, "weight", dout);
-  for (const auto& [t, name] : {std::pair{&mean, "mean"}, {&rstd, "rstd"}}) {
-    checks::dims(*t, name, 1);
-    checks::dtype_in(*t, name, {at::kFloat});
-    checks::size_is(*t, name, 0, dout.sym_size(0), "number of rows of dout");
-    checks::same_device(*t, name, dout, "dout");
-  }
+  checks::dims(rstd, "rstd", 1);
+  checks::dtype_in(rstd, "rstd", {at::kFloat});
+  checks::size_is(rstd, "rstd", 0, dout.sym_size(0), "number of rows of dout");
+  checks::same_device(rstd, "rstd", dout, "dout");
   check_scalars(kBwdOp, dropout_p, seed, offset);
 }
 
@@ -103,7 +101,7 @@ void* current_stream(const at::Tensor& t) {
 
 }  // namespace
 
-TensorFive add_layer_norm_fwd_meta(const at::Tensor& x, const std::optional<at::Tensor>& residual,
+TensorFour add_layer_norm_fwd_meta(const at::Tensor& x, const std::optional<at::Tensor>& residual,
                                    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
                                    const std::optional<at::Tensor>& x_bias, double dropout_p, double eps, int64_t seed,
                                    int64_t offset, bool store_prenorm_sum, bool return_dropout_mask) {
@@ -111,12 +109,12 @@ TensorFive add_layer_norm_fwd_meta(const at::Tensor& x, const std::optional<at::
   const auto stats = x.options().dtype(at::kFloat);
   return {at::empty_symint(x.sym_sizes(), x.options()),
           store_prenorm_sum ? at::empty_symint(x.sym_sizes(), x.options()) : empty_marker(x),
-          at::empty_symint({x.sym_size(0)}, stats), at::empty_symint({x.sym_size(0)}, stats),
+          at::empty_symint({x.sym_size(0)}, stats),
           return_dropout_mask ? at::empty_symint(x.sym_sizes(), x.options().dtype(at::kBool))
                               : at::empty({0}, x.options().dtype(at::kBool))};
 }
 
-TensorFive add_layer_norm_fwd_cpu(const at::Tensor& x, const std::optional<at::Tensor>& residual,
+TensorFour add_layer_norm_fwd_cpu(const at::Tensor& x, const std::optional<at::Tensor>& residual,
                                   const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
                                   const std::optional<at::Tensor>& x_bias, double dropout_p, double eps, int64_t seed,
                                   int64_t offset, bool store_prenorm_sum, bool return_dropout_mask) {
@@ -125,7 +123,7 @@ TensorFive add_layer_norm_fwd_cpu(const at::Tensor& x, const std::optional<at::T
   return {};
 }
 
-TensorFive add_layer_norm_fwd_cuda(const at::Tensor& x_in, const std::optional<at::Tensor>& residual_in,
+TensorFour add_layer_norm_fwd_cuda(const at::Tensor& x_in, const std::optional<at::Tensor>& residual_in,
                                    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
                                    const std::optional<at::Tensor>& x_bias, double dropout_p, double eps, int64_t seed,
                                    int64_t offset, bool store_prenorm_sum, bool return_dropout_mask) {
@@ -138,13 +136,12 @@ TensorFive add_layer_norm_fwd_cuda(const at::Tensor& x_in, const std::optional<a
 
   at::Tensor out = at::empty(x.sizes(), x.options());
   at::Tensor prenorm_sum = store_prenorm_sum ? at::empty(x.sizes(), x.options()) : empty_marker(x);
-  at::Tensor mean = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
   const auto bool_options = x.options().dtype(at::kBool);
   at::Tensor mask = !return_dropout_mask ? at::empty({0}, bool_options)
                     : dropout_p > 0      ? at::empty(x.sizes(), bool_options)
                                          : at::ones(x.sizes(), bool_options);
-  if (x.size(0) == 0) return {out, prenorm_sum, mean, rstd, mask};
+  if (x.size(0) == 0) return {out, prenorm_sum, rstd, mask};
 
   LayerNormParams p{};
   p.x = x.data_ptr();
@@ -154,7 +151,6 @@ TensorFive add_layer_norm_fwd_cuda(const at::Tensor& x_in, const std::optional<a
   p.x_bias = ptr_or_null<const float>(x_bias32);
   p.out = out.data_ptr();
   p.prenorm_sum = store_prenorm_sum ? prenorm_sum.data_ptr() : nullptr;
-  p.mean = mean.data_ptr<float>();
   p.rstd = rstd.data_ptr<float>();
   p.dropout_mask = return_dropout_mask && dropout_p > 0 ? reinterpret_cast<uint8_t*>(mask.data_ptr<bool>()) : nullptr;
   p.rows = static_cast<int>(x.size(0));
@@ -165,14 +161,14 @@ TensorFive add_layer_norm_fwd_cuda(const at::Tensor& x_in, const std::optional<a
   p.offset = static_cast<uint32_t>(offset);
   p.dtype = dtype_of(x);
   C10_CUDA_CHECK(static_cast<cudaError_t>(launch_add_layer_norm_fwd(p, current_stream(x))));
-  return {out, prenorm_sum, mean, rstd, mask};
+  return {out, prenorm_sum, rstd, mask};
 }
 
 TensorFive add_layer_norm_bwd_meta(const at::Tensor& dout, const std::optional<at::Tensor>& dprenorm_sum,
                                    const at::Tensor& prenorm_sum, const std::optional<at::Tensor>& weight,
-                                   const at::Tensor& mean, const at::Tensor& rstd, double dropout_p, int64_t seed,
-                                   int64_t offset, bool has_residual, bool has_bias, bool has_x_bias) {
-  check_bwd(dout, dprenorm_sum, prenorm_sum, weight, mean, rstd, dropout_p, seed, offset);
+                                   const at::Tensor& rstd, double dropout_p, int64_t seed, int64_t offset,
+                                   bool has_residual, bool has_bias, bool has_x_bias) {
+  check_bwd(dout, dprenorm_sum, prenorm_sum, weight, rstd, dropout_p, seed, offset);
   const auto f32 = dout.options().dtype(at::kFloat);
   auto vector_or_marker = [&](bool wanted) {
     return wanted ? at::empty_symint({dout.sym_size(1)}, f32) : at::empty({0}, f32);
@@ -184,24 +180,23 @@ TensorFive add_layer_norm_bwd_meta(const at::Tensor& dout, const std::optional<a
 
 TensorFive add_layer_norm_bwd_cpu(const at::Tensor& dout, const std::optional<at::Tensor>& dprenorm_sum,
                                   const at::Tensor& prenorm_sum, const std::optional<at::Tensor>& weight,
-                                  const at::Tensor& mean, const at::Tensor& rstd, double dropout_p, int64_t seed,
-                                  int64_t offset, bool has_residual, bool has_bias, bool has_x_bias) {
-  check_bwd(dout, dprenorm_sum, prenorm_sum, weight, mean, rstd, dropout_p, seed, offset);
+                                  const at::Tensor& rstd, double dropout_p, int64_t seed, int64_t offset,
+                                  bool has_residual, bool has_bias, bool has_x_bias) {
+  check_bwd(dout, dprenorm_sum, prenorm_sum, weight, rstd, dropout_p, seed, offset);
   checks::on_cuda(dout, kBwdOp, "dout");
   return {};
 }
 
 TensorFive add_layer_norm_bwd_cuda(const at::Tensor& dout_in, const std::optional<at::Tensor>& dprenorm_in,
                                    const at::Tensor& prenorm_in, const std::optional<at::Tensor>& weight,
-                                   const at::Tensor& mean_in, const at::Tensor& rstd_in, double dropout_p,
-                                   int64_t seed, int64_t offset, bool has_residual, bool has_bias, bool has_x_bias) {
-  check_bwd(dout_in, dprenorm_in, prenorm_in, weight, mean_in, rstd_in, dropout_p, seed, offset);
+                                   const at::Tensor& rstd_in, double dropout_p, int64_t seed, int64_t offset,
+                                   bool has_residual, bool has_bias, bool has_x_bias) {
+  check_bwd(dout_in, dprenorm_in, prenorm_in, weight, rstd_in, dropout_p, seed, offset);
   checks::on_cuda(dout_in, kBwdOp, "dout");
   const c10::cuda::CUDAGuard guard(dout_in.device());
   const at::Tensor dout = dout_in.contiguous();
   const at::Tensor dprenorm = dprenorm_in ? dprenorm_in->contiguous() : at::Tensor();
   const at::Tensor prenorm_sum = prenorm_in.contiguous();
-  const at::Tensor mean = mean_in.contiguous();
   const at::Tensor rstd = rstd_in.contiguous();
   const at::Tensor weight32 = as_f32(weight);
   const int64_t rows = dout.size(0);
@@ -224,7 +219,6 @@ TensorFive add_layer_norm_bwd_cuda(const at::Tensor& dout_in, const std::optiona
   LayerNormParams p{};
   p.weight = ptr_or_null<const float>(weight32);
   p.prenorm_sum = const_cast<void*>(prenorm_sum.data_ptr());
-  p.mean = const_cast<float*>(mean.data_ptr<float>());
   p.rstd = const_cast<float*>(rstd.data_ptr<float>());
   p.dout = dout.data_ptr();
   p.dprenorm_sum = dprenorm.defined() ? dprenorm.data_ptr() : nullptr;

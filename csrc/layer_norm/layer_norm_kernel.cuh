@@ -83,10 +83,7 @@ __global__ void __launch_bounds__(1024) add_layer_norm_fwd_kernel(const LayerNor
     out[c] = from_float<T>(y);
     if (prenorm_sum) prenorm_sum[c] = from_float<T>(s[i]);
   }
-  if (tid == 0) {
-    params.mean[row] = mean;
-    params.rstd[row] = rstd;
-  }
+  if (tid == 0) params.rstd[row] = rstd;
 }
 
 template <typename T>
@@ -108,7 +105,17 @@ __global__ void __launch_bounds__(1024) add_layer_norm_bwd_kernel(const LayerNor
     const int64_t base = static_cast<int64_t>(row) * hidden;
     const T* s = static_cast<const T*>(params.prenorm_sum) + base;
     const T* dout = static_cast<const T*>(params.dout) + base;
-    const float mean = params.mean[row];
+    // The mean is recomputed from the saved (possibly 16-bit) sum so x-hat sums to zero over the row; with
+    // the forward's fp32 mean, the sum's rounding times rstd (up to 1/sqrt(eps)) would leak into dx.
+    float saved[kCols];
+    float row_sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kCols; ++i) {
+      const int c = tid + i * threads;
+      saved[i] = c < hidden ? to_float(s[c]) : 0.f;
+      row_sum += saved[i];
+    }
+    const float mean = block_sum(row_sum, scratch) / hidden;
     const float rstd = params.rstd[row];
     float xhat[kCols], g[kCols];
     float sum_g = 0.f, sum_g_xhat = 0.f;
@@ -118,7 +125,7 @@ __global__ void __launch_bounds__(1024) add_layer_norm_bwd_kernel(const LayerNor
       xhat[i] = g[i] = 0.f;
       if (c >= hidden) continue;
       const float dy = to_float(dout[c]);
-      xhat[i] = (to_float(s[c]) - mean) * rstd;
+      xhat[i] = (saved[i] - mean) * rstd;
       g[i] = params.weight ? dy * params.weight[c] : dy;
       dweight[i] += dy * xhat[i];
       dbias[i] += dy;

@@ -19,10 +19,9 @@ struct LayerNormParams {
   const float* x_bias;
 
   // Forward outputs: out (rows, hidden); prenorm_sum (rows, hidden) = residual + dropout(x + x_bias), or null
-  // when not needed; mean and rstd (rows,) fp32; dropout_mask (rows, hidden) uint8 debug output or null.
+  // when not needed; rstd (rows,) fp32, 1/sqrt(var + eps); dropout_mask (rows, hidden) uint8 debug output or null.
   void* out;
   void* prenorm_sum;
-  float* mean;
   float* rstd;
   uint8_t* dropout_mask;
 

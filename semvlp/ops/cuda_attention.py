@@ -54,7 +54,8 @@ def varlen_attention_with_dropout_mask(q, k, v, cu_seqlens_q, cu_seqlens_k, max_
 
     keep_mask: bool (n_segments, nheads, max_seqlen_q, max_seqlen_k), True = kept, as drawn by the kernel; it
     is defined where the query row and the key lie inside their segments and (causal) the key is visible,
-    and False elsewhere. Compare it with `rng.attention_keep_mask(seed, offset, dropout_p, ...)`.
+    and False elsewhere (the kernel draws nothing there). Compare it with
+    `rng.attention_keep_mask(seed, offset, dropout_p, ...)` on that region.
     """
     out, _, mask = _ext.ops().cuda_varlen_attention_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, _scale(q, softmax_scale), causal,

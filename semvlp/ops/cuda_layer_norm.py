@@ -22,10 +22,10 @@ class _AddLayerNorm(torch.autograd.Function):
     def forward(ctx, x, residual, weight, bias, x_bias, dropout_p, eps, prenorm, seed, offset):
         hidden = x.shape[-1]
         needs_grad = any(ctx.needs_input_grad[:5])
-        out, prenorm_sum, mean, rstd, _ = _ext.ops().cuda_add_layer_norm_fwd(
+        out, prenorm_sum, rstd, _ = _ext.ops().cuda_add_layer_norm_fwd(
             _rows(x, hidden), _rows(residual, hidden), weight, bias, x_bias, dropout_p, eps, seed, offset, prenorm or needs_grad, False)
         if needs_grad:
-            ctx.save_for_backward(prenorm_sum, weight, mean, rstd)
+            ctx.save_for_backward(prenorm_sum, weight, rstd)
         ctx.shape = x.shape
         ctx.options = (dropout_p, seed, offset, residual is not None, bias is not None, x_bias is not None)
         ctx.param_dtypes = tuple(None if t is None else t.dtype for t in (weight, bias, x_bias))
@@ -36,11 +36,11 @@ class _AddLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dprenorm_sum=None):
-        prenorm_sum, weight, mean, rstd = ctx.saved_tensors
+        prenorm_sum, weight, rstd = ctx.saved_tensors
         hidden = ctx.shape[-1]
         dprenorm = _rows(dprenorm_sum, hidden) if ctx.prenorm else None
         dx, dresidual, dweight, dbias, dx_bias = _ext.ops().cuda_add_layer_norm_bwd(
-            _rows(dout, hidden), dprenorm, prenorm_sum, weight, mean, rstd, *ctx.options)
+            _rows(dout, hidden), dprenorm, prenorm_sum, weight, rstd, *ctx.options)
         _, _, _, has_residual, _, _ = ctx.options
         grads = [None if dtype is None else g.to(dtype) for g, dtype in zip((dweight, dbias, dx_bias), ctx.param_dtypes)]
         return (dx.view(ctx.shape), dresidual.view(ctx.shape) if has_residual else None, *grads) + (None,) * 5
@@ -61,7 +61,7 @@ def add_layer_norm_with_dropout_mask(x, residual, weight, bias, *, dropout_p, se
     """Debug path, no autograd: (out, keep_mask) for a given (seed, offset); keep_mask is bool like x, True =
     kept. Compare it with `rng.rowwise_keep_mask(seed, offset, dropout_p, rows, hidden)`."""
     hidden = x.shape[-1]
-    out, _, _, _, mask = _ext.ops().cuda_add_layer_norm_fwd(
+    out, _, _, mask = _ext.ops().cuda_add_layer_norm_fwd(
         _rows(x, hidden), _rows(residual, hidden), weight, bias, x_bias, float(dropout_p), float(eps), seed,
         offset, False, True)
     return out.view(x.shape), mask.view(x.shape)

@@ -55,8 +55,8 @@ class LayerNormParams(ctypes.Structure):
     _fields_ = [
         ("x", ctypes.c_void_p), ("residual", ctypes.c_void_p), ("weight", ctypes.c_void_p),
         ("bias", ctypes.c_void_p), ("x_bias", ctypes.c_void_p),
-        ("out", ctypes.c_void_p), ("prenorm_sum", ctypes.c_void_p), ("mean", ctypes.c_void_p),
-        ("rstd", ctypes.c_void_p), ("dropout_mask", ctypes.c_void_p),
+        ("out", ctypes.c_void_p), ("prenorm_sum", ctypes.c_void_p), ("rstd", ctypes.c_void_p),
+        ("dropout_mask", ctypes.c_void_p),
         ("dout", ctypes.c_void_p), ("dprenorm_sum", ctypes.c_void_p), ("dx", ctypes.c_void_p),
         ("dresidual", ctypes.c_void_p), ("dweight_partial", ctypes.c_void_p), ("dbias_partial", ctypes.c_void_p),
         ("dx_bias_partial", ctypes.c_void_p),
@@ -186,24 +186,24 @@ def attention_bwd(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqle
 
 
 def layer_norm_fwd(x, residual, weight, bias, x_bias, *, eps, dropout_p=0.0, seed=0, offset=0):
-    """(out, prenorm_sum, mean, rstd, dropout_mask) for 2-d x; params are cast to fp32 as the launcher does."""
+    """(out, prenorm_sum, rstd, dropout_mask) for 2-d x; params are cast to fp32 as the launcher does."""
     rows, hidden = x.shape
     as_f32 = [None if t is None else t.float().contiguous() for t in (weight, bias, x_bias)]
     out, prenorm = torch.empty_like(x), torch.empty_like(x)
-    mean, rstd = torch.empty(rows), torch.empty(rows)
+    rstd = torch.empty(rows)
     mask = torch.zeros((rows, hidden), dtype=torch.uint8)
     p = LayerNormParams()
     p.x, p.residual = _ptr(x), _ptr(residual)
     p.weight, p.bias, p.x_bias = (_ptr(t) for t in as_f32)
-    p.out, p.prenorm_sum, p.mean, p.rstd = _ptr(out), _ptr(prenorm), _ptr(mean), _ptr(rstd)
+    p.out, p.prenorm_sum, p.rstd = _ptr(out), _ptr(prenorm), _ptr(rstd)
     p.dropout_mask = _ptr(mask) if dropout_p > 0 else None
     p.rows, p.hidden, p.eps, p.dropout_p, p.seed, p.offset = rows, hidden, eps, dropout_p, seed, offset
     p.dtype = _LAYER_NORM_DTYPES[x.dtype]
     _check(_library().emu_layer_norm_fwd(ctypes.byref(p)))
-    return out, prenorm, mean, rstd, mask.bool()
+    return out, prenorm, rstd, mask.bool()
 
 
-def layer_norm_bwd(dout, dprenorm, prenorm, weight, mean, rstd, *, has_residual, has_bias, has_x_bias,
+def layer_norm_bwd(dout, dprenorm, prenorm, weight, rstd, *, has_residual, has_bias, has_x_bias,
                    dropout_p=0.0, seed=0, offset=0, blocks=3):
     """(dx, dresidual, dweight, dbias, dx_bias) in fp32 for the params; `blocks` < rows exercises the row loop."""
     rows, hidden = dout.shape
@@ -215,7 +215,7 @@ def layer_norm_bwd(dout, dprenorm, prenorm, weight, mean, rstd, *, has_residual,
                (("dweight", weight is not None), ("dbias", has_bias), ("dx_bias", has_x_bias)) if wanted}
     p = LayerNormParams()
     p.dout, p.dprenorm_sum, p.prenorm_sum = _ptr(dout), _ptr(dprenorm), _ptr(prenorm)
-    p.weight, p.mean, p.rstd = _ptr(weight32), _ptr(mean), _ptr(rstd)
+    p.weight, p.rstd = _ptr(weight32), _ptr(rstd)
     p.dx, p.dresidual = _ptr(dx), _ptr(dresidual)
     p.dweight_partial = _ptr(partial.get("dweight"))
     p.dbias_partial = _ptr(partial.get("dbias"))

@@ -117,8 +117,8 @@ def _layer_norm_args(device="cpu", **changes):
 def _layer_norm_bwd_args(device="cpu", **changes):
     dout = torch.zeros(6, 48, dtype=torch.bfloat16, device=device)
     args = dict(dout=dout, dprenorm_sum=dout.clone(), prenorm_sum=dout.clone(), weight=torch.ones(48, device=device),
-                mean=torch.zeros(6, device=device), rstd=torch.ones(6, device=device), dropout_p=0.1, seed=3, offset=4,
-                has_residual=True, has_bias=True, has_x_bias=False)
+                rstd=torch.ones(6, device=device), dropout_p=0.1, seed=3, offset=4, has_residual=True, has_bias=True,
+                has_x_bias=False)
     return _with(args, device, changes)
 
 
@@ -165,7 +165,7 @@ BAD_ARGUMENTS = [
      r"residual: expected the shape of x"),
     ("cuda_add_layer_norm_fwd", _layer_norm_args, dict(weight=torch.ones(47)), r"weight: dim 0 \(length"),
     ("cuda_add_layer_norm_fwd", _layer_norm_args, dict(eps=0.0), r"eps: expected a positive float"),
-    ("cuda_add_layer_norm_bwd", _layer_norm_bwd_args, dict(mean=torch.zeros(5)), r"mean: dim 0 \(number of rows"),
+    ("cuda_add_layer_norm_bwd", _layer_norm_bwd_args, dict(rstd=torch.zeros(5)), r"rstd: dim 0 \(number of rows"),
     ("cuda_add_layer_norm_bwd", _layer_norm_bwd_args, dict(prenorm_sum=torch.zeros(6, 48)),
      r"prenorm_sum: expected the dtype of dout"),
 ]
@@ -209,8 +209,8 @@ def test_meta_twins_give_the_output_shapes():
     dq, dk, dv = _op("cuda_varlen_attention_bwd")(**_attention_bwd_args("meta", k=torch.zeros(12, 2, 64).half(),
                                                                          v=torch.zeros(12, 2, 64).half()))
     assert [t.shape for t in (dq, dk, dv)] == [(10, 2, 64), (12, 2, 64), (12, 2, 64)]
-    out, prenorm, mean, rstd, mask = _op("cuda_add_layer_norm_fwd")(**_layer_norm_args("meta"))
-    assert [t.shape for t in (out, prenorm, mean, rstd, mask)] == [(6, 48), (6, 48), (6,), (6,), (6, 48)]
+    out, prenorm, rstd, mask = _op("cuda_add_layer_norm_fwd")(**_layer_norm_args("meta"))
+    assert [t.shape for t in (out, prenorm, rstd, mask)] == [(6, 48), (6, 48), (6,), (6, 48)]
     grads = _op("cuda_add_layer_norm_bwd")(**_layer_norm_bwd_args("meta"))
     assert [t.shape for t in grads] == [(6, 48), (6, 48), (48,), (48,), (0,)]
 
