@@ -35,6 +35,8 @@ __global__ void __launch_bounds__(kAttentionThreads) varlen_attention_delta_kern
   if (lane == 0) params.delta[head * params.total_q + row] = acc;
 }
 
+// Reads q, k, v, dout (as the forward's tensors) and lse, delta (nheads, total_q); adds into dq_accum
+// (total_q, nheads, head_dim) fp32 and writes dk, dv (total_k, nheads, head_dim).
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kAttentionThreads) varlen_attention_bwd_kernel(const AttentionParams params) {
   constexpr int kTile = kAttentionTile;

@@ -35,7 +35,8 @@ SEMVLP_DEVICE void load_tile_async(T* smem, const T* gmem, int64_t row_stride, i
   }
 }
 
-// Pointers (shape (rows, nheads, head_dim)) of q, k and v: q (total_q, ...), k/v (total_k, ...).
+// Reads q (total_q, nheads, head_dim), k and v (total_k, nheads, head_dim) through the strides in `params`;
+// writes out (total_q, nheads, head_dim), lse (nheads, total_q) and, when asked, the dropout mask.
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kAttentionThreads) varlen_attention_fwd_kernel(const AttentionParams params) {
   constexpr int kTile = kAttentionTile;
