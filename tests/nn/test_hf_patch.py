@@ -242,3 +242,15 @@ def test_patched_bert_on_gpu_float32_and_bfloat16():
     logits = low_patched(**inputs).prediction_logits
     assert_within_rule("prediction_logits", logits, expected.prediction_logits.detach(),
                        low_original(**inputs).prediction_logits, factor=OUTPUT_FACTOR)
+
+
+def test_output_attentions_passed_down_is_served_without_the_capture_hook(monkeypatch, op_calls):
+    from semvlp.nn.hf import fused
+
+    monkeypatch.setattr(fused, "output_collector", lambda: None)  # a transformers that keeps it elsewhere
+    original, inputs = bert(attn_implementation="eager")
+    original.eval()
+    patched = copy.deepcopy(original)
+    semvlp.patch_hf_model(patched)
+    _assert_outputs_close(patched(**inputs, output_attentions=True), original(**inputs, output_attentions=True))
+    assert op_calls["attention"] == 0

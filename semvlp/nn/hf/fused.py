@@ -144,9 +144,13 @@ def output_collector():
     return None
 
 
-def _attentions_requested() -> bool:
-    """True while a Hugging Face `capture_outputs` forward collects attention weights."""
-    collected = output_collector().get()
+def _attentions_requested(kwargs: dict) -> bool:
+    """True when the call asks for attention weights: `output_attentions=True` passed down the forward, or a
+    Hugging Face `capture_outputs` forward collecting them (when this transformers version exposes that)."""
+    if kwargs.get("output_attentions"):
+        return True
+    collector = output_collector()
+    collected = None if collector is None else collector.get()
     return collected is not None and "attentions" in collected
 
 
@@ -161,7 +165,7 @@ class FusedBertSelfAttention:
         batch, seqlen = hidden_states.shape[:2]
         mask = key_padding_mask(attention_mask, batch, seqlen)
         cached = args or any(kwargs.get(name) is not None for name in _CACHE_KEYWORDS)
-        if cached or mask is NOT_KEY_PADDING or _attentions_requested():
+        if cached or mask is NOT_KEY_PADDING or _attentions_requested(kwargs):
             return super().forward(hidden_states, attention_mask, *args, **kwargs)
         q, k, v = fused_qkv(hidden_states, self.query, self.key, self.value, self.num_attention_heads)
         return _attend(self, q, k, v, mask, softmax_scale=getattr(self, "scaling", None)), None

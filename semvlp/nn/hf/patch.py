@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..layer_norm import LayerNorm
-from .fused import output_collector
 from ..transformer_layer import hf_gelu_form
 
 logger = logging.getLogger(__name__)
@@ -94,9 +93,6 @@ def _attention_reasons(module: nn.Module, config) -> list[str]:
                            f"attention (supported: {[m for m in MASK_FORMATS_READ if m]})")
     if any(getattr(module, name).bias is None for name in ("query", "key", "value")):
         reasons.append("query/key/value without bias")
-    if type(module).__name__ == "BertSelfAttention" and output_collector() is None:
-        reasons.append("this transformers version keeps its output capture where semvlp does not look, so "
-                       "output_attentions requests could not be served")
     return reasons
 
 
