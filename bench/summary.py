@@ -27,7 +27,7 @@ def table(folder: Path) -> list[str]:
                 others[r["status"]] = others.get(r["status"], 0) + 1
                 continue
             ratio = r.get("speedup_vs_baseline")
-            extra = f"{r['tflops']:.1f} TFLOP/s" if r.get("tflops") else ""
+            extra = f"{r['tflops']:.1f} TFLOP/s" if (r.get("tflops") or 0) >= 0.05 else ""
             if r.get("mfu"):
                 extra += f" MFU {100 * r['mfu']:.0f}%"
             lines.append(f"  {r['case']:<24} {r['provider']:<22} {r['time_ms']:10.3f} ms  "
