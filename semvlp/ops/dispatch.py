@@ -30,6 +30,9 @@ class Backend:
     unavailable: Callable[[], str | None]
     # op name -> (reasons(**inputs) -> list[str], implementation)
     ops: dict[str, tuple[Callable[..., list[str]], Callable]] = field(default_factory=dict)
+    # (op, inputs) -> reasons that keep `auto` from choosing this backend; a forced choice ignores them
+    # (e.g. Triton's CPU interpreter runs only when asked for).
+    auto_reasons: Callable[[str, dict], list[str]] | None = None
 
     def not_supported_reasons(self, op: str, inputs: dict) -> list[str]:
         reason = self.unavailable()
@@ -76,6 +79,8 @@ def choose(op: str, backend: str, inputs: dict) -> tuple[str, Callable]:
     tried = []
     for candidate in sorted(_BACKENDS.values(), key=lambda b: -b.priority):
         reasons = candidate.not_supported_reasons(op, inputs)
+        if not reasons and candidate.auto_reasons is not None:
+            reasons = candidate.auto_reasons(op, inputs)
         if not reasons:
             return candidate.name, candidate.ops[op][1]
         tried.append(f"{candidate.name}: {'; '.join(reasons)}")
