@@ -350,25 +350,33 @@ BWD_CONFIGS = [
     _config(128, 64, 8, 2), _config(128, 128, 8, 2),
 ]
 INTERPRET_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
+# fp32 runs exact products on CUDA cores: tiles above 64x32 exceed Hopper's shared memory or compile for minutes.
+FP32_MAX_TILE = 64 * 32
 
 
 def _length_bucket(n: int) -> int:
     return max(32, triton.next_power_of_2(max(n, 1)))
 
 
+def _fits(block_m: int, block_n: int, tune_q: int, tune_k: int, fp32: bool) -> bool:
+    """Tiles no longer than the length buckets, and small ones for fp32."""
+    return block_m <= tune_q and block_n <= tune_k and (not fp32 or block_m * block_n <= FP32_MAX_TILE)
+
+
 def _prune(configs, named_args, **_):
-    """Keep the configs whose tiles do not exceed the length buckets (at least one survives)."""
-    fitting = [c for c in configs if c.kwargs["BLOCK_M"] <= named_args["tune_q"]
-               and c.kwargs["BLOCK_N"] <= named_args["tune_k"]]
+    fp32 = named_args["Q"].dtype == torch.float32
+    fitting = [c for c in configs
+               if _fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], named_args["tune_q"], named_args["tune_k"], fp32)]
     return fitting or configs[:1]
 
 
-def default_config(seqlen_q: int, seqlen_k: int, head_dim: int, backward: bool) -> dict:
-    """The untuned choice: 64x64 tiles for short sequences, 128-row tiles for long ones."""
-    long_seq = min(seqlen_q, seqlen_k) >= 512
+def default_config(seqlen_q: int, seqlen_k: int, head_dim: int, backward: bool, dtype=torch.bfloat16) -> dict:
+    """The untuned choice: 64x64 tiles for short sequences, 128-row tiles for long ones, 64x32 for fp32."""
+    if dtype == torch.float32:
+        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
     if backward:
         return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4 if head_dim <= 64 else 8, "num_stages": 2}
-    if long_seq:
+    if min(seqlen_q, seqlen_k) >= 512:
         return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4 if head_dim <= 64 else 8, "num_stages": 3}
     return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
 
@@ -433,6 +441,7 @@ class Problem:
         self.key_mask = None if key_mask is None else key_mask.to(torch.int8)
         self.cu_q, self.cu_k = cu_seqlens_q, cu_seqlens_k
         self.upcast = upcast_in_kernel(q)
+        self.dtype = q.dtype
         self.precision = DOT_PRECISION[q.dtype]
         self.block_d = max(16, triton.next_power_of_2(self.head_dim))
 
@@ -459,7 +468,7 @@ class Problem:
             return INTERPRET_CONFIG
         if autotune_enabled():
             return None
-        return default_config(self.seqlen_q, self.seqlen_k, self.head_dim, backward)
+        return default_config(self.seqlen_q, self.seqlen_k, self.head_dim, backward, self.dtype)
 
 
 def _strides(prefix: str, t: torch.Tensor) -> dict:

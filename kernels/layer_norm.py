@@ -197,8 +197,8 @@ def add_layer_norm_backward(dout, dsum, s, weight, mean, rstd, *, dropout_p=0.0,
     dsum2 = None if dsum is None else dsum.reshape(-1, hidden).contiguous()
     launch, ds, dx, dw, db, dxb = backward_launch(dout2, dsum2, s2, weight, mean, rstd, dropout_p, seed, offset)
     if s2.shape[0] == 0:
-        zeros = torch.zeros(hidden, dtype=torch.float32, device=s.device)
-        return ds.view(shape), None if dx is None else dx.view(shape), zeros, zeros, zeros
+        dw, db, dxb = (torch.zeros(hidden, dtype=torch.float32, device=s.device) for _ in range(3))
+        return ds.view(shape), None if dx is None else dx.view(shape), dw, db, dxb
     launch.run()
     return ds.view(shape), None if dx is None else dx.view(shape), dw.sum(0), db.sum(0), dxb.sum(0)
 
