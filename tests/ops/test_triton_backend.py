@@ -77,3 +77,22 @@ def test_unsupported_inputs_list_every_reason(monkeypatch):
     reasons = dispatch.explain("add_layer_norm", dict(x=x, residual=x, weight=None, bias=None, x_bias=None,
                                                       dropout_p=0.0, eps=1e-5, prenorm=False))["triton"]
     assert reasons == ["hidden size 9000 exceeds 8192"]
+
+
+def test_torch_compile_traces_the_custom_ops():
+    """aot_eager runs the fake implementations to trace and the real kernels to execute: same values as eager."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 17, 2, 16, generator=gen).requires_grad_() for _ in range(3))
+    residual, weight = torch.randn(2, 17, 32, generator=gen), torch.randn(32, generator=gen)
+    cotangent = torch.randn(2, 17, 32, generator=gen)
+
+    def block(q, k, v):
+        context = ops.attention(q, k, v, causal=True, backend="triton").reshape(2, 17, 32)
+        return ops.add_layer_norm(context, residual, weight, None, backend="triton")
+
+    results = []
+    for fn in (block, torch.compile(block, backend="aot_eager")):
+        out = fn(q, k, v)
+        results.append((out.detach(), *torch.autograd.grad((out * cotangent).sum(), (q, k, v))))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=0, atol=0)

@@ -28,7 +28,7 @@ def _run(fn, leaves: dict, cotangents):
     outs = _as_tuple(fn(**leaves))
     if cotangents is None:
         gen = torch.Generator().manual_seed(1234)
-        cotangents = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in outs]
+        cotangents = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.device) for o in outs]
     loss = sum((o.double() * c).sum() for o, c in zip(outs, cotangents))
     float_leaves = {n: t for n, t in leaves.items() if isinstance(t, torch.Tensor) and t.requires_grad}
     grads = torch.autograd.grad(loss, list(float_leaves.values()), allow_unused=True)
