@@ -2,7 +2,20 @@
 
 from .backbone import SemVLPModel
 from .config import SemVLPConfig
+from .downstream import (SemVLPForImageTextMatching, SemVLPForPairedReasoning, SemVLPForQuestionAnswering,
+                         load_backbone, soft_target_loss)
 from .hf_import import load_hf_bert
 from .pretraining import PretrainingOutput, SemVLPForPretraining
 
-__all__ = ["SemVLPConfig", "SemVLPModel", "SemVLPForPretraining", "PretrainingOutput", "load_hf_bert"]
+__all__ = [
+    "SemVLPConfig",
+    "SemVLPModel",
+    "SemVLPForPretraining",
+    "PretrainingOutput",
+    "SemVLPForQuestionAnswering",
+    "SemVLPForImageTextMatching",
+    "SemVLPForPairedReasoning",
+    "soft_target_loss",
+    "load_backbone",
+    "load_hf_bert",
+]

@@ -1,0 +1,119 @@
+"""Backend choice, forced backends, SEMVLP_BACKEND, and the sdpa backend against the reference."""
+
+import pytest
+import torch
+
+from semvlp import ops
+from semvlp.ops import dispatch, reference
+from tolerances import BACKEND_FP32_ATOL, GRAD_FACTOR, assert_within_rule
+
+
+def _attention_inputs(batch=2, sq=5, sk=7, h=2, d=16, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, s, h, d, generator=g).to(dtype) for s in (sq, sk, sk))
+    return dict(q=q, k=k, v=v, attention_mask=None, dropout_p=0.0, softmax_scale=None, causal=False)
+
+
+def test_backends_lists_reference_and_sdpa_as_usable():
+    available = ops.backends()
+    assert available["reference"] is None
+    assert available["sdpa"] is None
+
+
+def test_auto_prefers_sdpa_for_attention_and_reference_for_layer_norm():
+    assert dispatch.choose("attention", "auto", _attention_inputs())[0] == "sdpa"
+    x = torch.randn(3, 8)
+    inputs = dict(x=x, weight=None, bias=None, eps=1e-5)
+    assert dispatch.choose("layer_norm", "auto", inputs)[0] == "reference"
+
+
+def test_auto_falls_back_when_sdpa_has_no_key():
+    assert dispatch.choose("attention", "auto", _attention_inputs(sk=0))[0] == "reference"
+
+
+def test_environment_overrides_auto_but_not_an_explicit_choice(monkeypatch):
+    monkeypatch.setenv("SEMVLP_BACKEND", "reference")
+    assert dispatch.choose("attention", "auto", _attention_inputs())[0] == "reference"
+    assert dispatch.choose("attention", "sdpa", _attention_inputs())[0] == "sdpa"
+
+
+def test_environment_with_unknown_backend_is_an_error(monkeypatch):
+    monkeypatch.setenv("SEMVLP_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="backend: got 'fastest'"):
+        ops.layer_norm(torch.randn(2, 4), None, None)
+
+
+def test_unknown_backend_names_the_choices():
+    with pytest.raises(ValueError, match=r"backend: got 'cudnn', expected 'auto' or one of"):
+        ops.layer_norm(torch.randn(2, 4), None, None, backend="cudnn")
+
+
+def test_forced_backend_that_cannot_run_lists_its_reasons():
+    with pytest.raises(ops.BackendNotSupportedError, match="backend 'sdpa' cannot run layer_norm: sdpa does not "
+                                                           "implement layer_norm"):
+        ops.layer_norm(torch.randn(2, 4), None, None, backend="sdpa")
+    inputs = _attention_inputs(sk=0)
+    with pytest.raises(ops.BackendNotSupportedError, match="needs at least one key"):
+        ops.attention(inputs["q"], inputs["k"], inputs["v"], backend="sdpa")
+
+
+def test_explain_gives_every_backend_an_answer():
+    reasons = dispatch.explain("bias_gelu", dict(x=torch.randn(2, 3), bias=torch.randn(3), approximate="none"))
+    assert reasons["reference"] == []
+    assert reasons["sdpa"] == ["sdpa does not implement bias_gelu"]
+
+
+def _padded_case(dtype):
+    inputs = _attention_inputs(batch=3, sq=11, sk=13, h=2, d=40, dtype=dtype)
+    mask = torch.ones(3, 13, dtype=torch.bool)
+    mask[0, 7:] = False
+    mask[2] = False
+    return inputs["q"], inputs["k"], inputs["v"], mask
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_matches_reference_fp32_outputs_and_gradients(causal):
+    q, k, v, mask = _padded_case(torch.float32)
+    grads = []
+    for backend in ("sdpa", "reference"):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = ops.attention(*leaves, attention_mask=mask, causal=causal, backend=backend)
+        out.backward(torch.ones_like(out))
+        grads.append([out] + [t.grad for t in leaves])
+    for name, a, b in zip(("out", "dq", "dk", "dv"), *grads):
+        assert torch.isfinite(a).all(), name
+        torch.testing.assert_close(a, b, atol=BACKEND_FP32_ATOL, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sdpa_low_precision_within_the_rule(dtype):
+    q, k, v, mask = _padded_case(dtype)
+    dout = torch.randn(q.shape).to(dtype)
+
+    def run(fn, tensors):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        out = fn(*leaves)
+        out.backward(dout.to(out.dtype))
+        return [out] + [t.grad for t in leaves]
+
+    ours = run(lambda q, k, v: ops.attention(q, k, v, attention_mask=mask, backend="sdpa"), (q, k, v))
+    oracle = run(lambda q, k, v: reference.attention(q, k, v, attention_mask=mask), [t.float() for t in (q, k, v)])
+    plain = run(lambda q, k, v: reference.attention(q, k, v, attention_mask=mask, upcast=False), (q, k, v))
+    for i, name in enumerate(("out", "dq", "dk", "dv")):
+        assert_within_rule(name, ours[i], oracle[i], plain[i], factor=1 + (i > 0) * (GRAD_FACTOR - 1))
+
+
+def test_sdpa_varlen_matches_reference_with_empty_segments():
+    g = torch.Generator().manual_seed(1)
+    lengths_q, lengths_k = [3, 0, 5, 2], [4, 2, 0, 6]
+    q = torch.randn(sum(lengths_q), 2, 16, generator=g, requires_grad=True)
+    k = torch.randn(sum(lengths_k), 2, 16, generator=g, requires_grad=True)
+    v = torch.randn(sum(lengths_k), 2, 16, generator=g, requires_grad=True)
+    cu_q = torch.tensor([0, 3, 3, 8, 10], dtype=torch.int32)
+    cu_k = torch.tensor([0, 4, 6, 6, 12], dtype=torch.int32)
+    results = []
+    for backend in ("sdpa", "reference"):
+        out = ops.varlen_attention(q, k, v, cu_q, cu_k, 5, 6, causal=True, backend=backend)
+        results.append([out] + list(torch.autograd.grad(out.sum(), (q, k, v))))
+    for name, a, b in zip(("out", "dq", "dk", "dv"), *results):
+        torch.testing.assert_close(a, b, atol=BACKEND_FP32_ATOL, rtol=0, msg=name)
