@@ -507,7 +507,12 @@ def attention_forward(q, k, v, *, key_mask=None, cu_seqlens_q=None, cu_seqlens_k
     pb = Problem(q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
                  dropout_p, seed, offset)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    lse = torch.empty((pb.n_segments, pb.nheads, pb.seqlen_q), dtype=torch.float32, device=q.device)
+    lse_shape = (pb.n_segments, pb.nheads, pb.seqlen_q)
+    if pb.varlen:
+        # Segments shorter than max_seqlen_q leave rows unwritten; they read as "no key" (+inf).
+        lse = torch.full(lse_shape, float("inf"), dtype=torch.float32, device=q.device)
+    else:
+        lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
     _run(_attn_fwd, _tuned_fwd, forward_args(pb, q, k, v, out, lse), pb.seqlen_q, pb.streams, "BLOCK_M",
