@@ -12,9 +12,8 @@ def test_quick_run_has_no_errors(module):
     args.device = torch.device("cpu")
     args.compile = False
     benchmark = module.build(args)
-    record = harness.run(benchmark, "cpu", budget_s=6, providers=["semvlp-reference", "semvlp-triton"],
+    record = harness.run(benchmark, "cpu", budget_s=4, providers=["semvlp-reference", "semvlp-triton"],
                          cases=[benchmark.cases[0].name], log=lambda _: None)
     rows = {r["provider"]: r for r in record["results"]}
     assert all(r["status"] != "error" for r in rows.values()), [r.get("reason") for r in rows.values()]
     assert rows[benchmark.baseline]["status"] == "ok"
-    assert rows["semvlp-reference"]["status"] == "ok"
