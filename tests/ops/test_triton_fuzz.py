@@ -15,7 +15,7 @@ from triton_compare import check_against_reference
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16])
 HEAD_DIMS = st.sampled_from([8, 16, 24, 40, 64, 80, 96, 128])
-BOUNDED = settings(max_examples=12, deadline=timedelta(seconds=30), derandomize=True,
+BOUNDED = settings(max_examples=8, deadline=timedelta(seconds=30), derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow], database=None)
 
 
