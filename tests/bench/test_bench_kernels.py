@@ -1,6 +1,8 @@
 """bench_attention and bench_layer_norm in --quick mode: every provider of every case either runs once or
 says why it cannot (harness.Unsupported), and the harness times the baseline."""
 
+import os
+
 import pytest
 import torch
 
@@ -27,7 +29,9 @@ def test_every_provider_runs_or_is_unsupported(module):
                 continue
             fn()
             ran.add(name)
-    assert {benchmark.baseline, "semvlp-reference", "semvlp-triton"} <= ran
+    # CPU inputs reach the triton backend only through the interpreter.
+    interpreted = {"semvlp-triton"} if os.environ.get("TRITON_INTERPRET") == "1" else set()
+    assert {benchmark.baseline, "semvlp-reference"} | interpreted <= ran
 
 
 @pytest.mark.parametrize("module", [bench_attention, bench_layer_norm], ids=lambda m: m.__name__)

@@ -9,6 +9,8 @@ from semvlp import SemVLPForPretraining
 from semvlp.data import random_batch
 from tolerances import BACKEND_FP32_ATOL
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def _loss_and_grads(model, batch, mode):
     model.zero_grad()
@@ -20,8 +22,8 @@ def _loss_and_grads(model, batch, mode):
 @pytest.mark.parametrize("mode", ["single", "two"])
 def test_triton_backend_matches_reference_in_the_model(tiny_config, monkeypatch, mode):
     torch.manual_seed(0)
-    model = SemVLPForPretraining(tiny_config)
-    batch = random_batch(tiny_config, batch_size=3, text_len=13, num_regions=7)
+    model = SemVLPForPretraining(tiny_config).to(DEVICE)
+    batch = random_batch(tiny_config, batch_size=3, text_len=13, num_regions=7).to(DEVICE)
     monkeypatch.setenv("SEMVLP_BACKEND", "reference")
     expected_loss, expected_grads = _loss_and_grads(model, batch, mode)
     monkeypatch.setenv("SEMVLP_BACKEND", "triton")

@@ -124,7 +124,7 @@ def test_deterministic_backward_matches_reference_and_repeats_bitwise():
     mask = _key_mask(2, 45)
     inputs = dict(q=q, k=k, v=v, attention_mask=mask, causal=True)
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         first = check_against_reference(_attention, _reference, inputs)["grads"]
         second = check_against_reference(_attention, _reference, inputs)["grads"]

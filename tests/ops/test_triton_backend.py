@@ -12,6 +12,7 @@ from semvlp import ops
 from semvlp.ops import dispatch
 
 HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
 def _attention_inputs(device="cpu", dtype=torch.float32, head_dim=16):
@@ -82,9 +83,9 @@ def test_unsupported_inputs_list_every_reason(monkeypatch):
 def test_torch_compile_traces_the_custom_ops():
     """aot_eager runs the fake implementations to trace and the real kernels to execute: same values as eager."""
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 17, 2, 16, generator=gen).requires_grad_() for _ in range(3))
-    residual, weight = torch.randn(2, 17, 32, generator=gen), torch.randn(32, generator=gen)
-    cotangent = torch.randn(2, 17, 32, generator=gen)
+    q, k, v = (torch.randn(2, 17, 2, 16, generator=gen).to(DEVICE).requires_grad_() for _ in range(3))
+    residual, weight = (torch.randn(shape, generator=gen).to(DEVICE) for shape in ((2, 17, 32), (32,)))
+    cotangent = torch.randn(2, 17, 32, generator=gen).to(DEVICE)
 
     def block(q, k, v):
         context = ops.attention(q, k, v, causal=True, backend="triton").reshape(2, 17, 32)
