@@ -352,6 +352,9 @@ BWD_CONFIGS = [
 INTERPRET_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
 # fp32 runs exact products on CUDA cores: tiles above 64x32 exceed Hopper's shared memory or compile for minutes.
 FP32_MAX_TILE = 64 * 32
+# Vision-language lengths (up to ~200 tokens, bucket 256) tune among query tiles of at most 64 rows.
+SHORT_BUCKET = 256
+SHORT_MAX_BLOCK_M = 64
 
 
 def _length_bucket(n: int) -> int:
@@ -359,8 +362,11 @@ def _length_bucket(n: int) -> int:
 
 
 def _fits(block_m: int, block_n: int, tune_q: int, tune_k: int, fp32: bool) -> bool:
-    """Tiles no longer than the length buckets, and small ones for fp32."""
-    return block_m <= tune_q and block_n <= tune_k and (not fp32 or block_m * block_n <= FP32_MAX_TILE)
+    """Tiles no longer than the length buckets; query tiles of at most 64 rows for short sequences (a 128-row
+    tile of a 140-token sequence is mostly padding) and at least 64 for long ones; small tiles for fp32."""
+    regime = block_m <= SHORT_MAX_BLOCK_M if tune_q <= SHORT_BUCKET else block_m >= SHORT_MAX_BLOCK_M
+    return (block_m <= tune_q and block_n <= tune_k and regime
+            and (not fp32 or block_m * block_n <= FP32_MAX_TILE))
 
 
 def _prune(configs, named_args, **_):

@@ -56,9 +56,10 @@ def compile_one(name: str, kernel, args: dict, num_warps: int, num_stages: int) 
 
 
 def _tunable(configs, dtype):
-    """The autotune configs that long sequences of this dtype can pick."""
+    """The autotune configs that short or long sequences of this dtype can pick."""
     fp32 = dtype == torch.float32
-    return [c for c in configs if attention._fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], 8192, 8192, fp32)]
+    return [c for c in configs if any(attention._fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], n, n, fp32)
+                                      for n in (attention.SHORT_BUCKET, 8192))]
 
 
 def attention_cases(dtype, all_configs: bool):
