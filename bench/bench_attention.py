@@ -12,6 +12,8 @@ Providers:
   flash-attn          flash_attn_func / flash_attn_varlen_func (packed), when installed
   semvlp-<backend>    semvlp.ops.attention(..., backend=<backend>) for every registered backend
   semvlp-<backend>-packed   semvlp.ops.varlen_attention on the same batch packed (vl_joint only)
+  semvlp-triton-deterministic   the triton backend with torch.use_deterministic_algorithms(True): dQ by a
+                      second pass instead of atomics (which of the two is faster decides the default)
 TFLOP/s use 4*B*Sq*Sk*H*D for the forward (padding included, as every provider is given the padded size) and
 2.5x that for the backward.
 
@@ -186,8 +188,26 @@ def build(args) -> harness.Benchmark:
     providers.update(backend_providers("attention", semvlp_padded, _dispatch_inputs))
     packed = backend_providers("varlen_attention", semvlp_packed, packed_dispatch_inputs)
     providers.update({f"{name}-packed": p for name, p in packed.items()})
+    if "semvlp-triton" in providers:
+        providers["semvlp-triton-deterministic"] = _deterministic(providers["semvlp-triton"])
     return harness.Benchmark("attention", cases, providers, baseline="sdpa-mask",
                              budget_s=20 if args.quick else 300, description=__doc__.split("\n\n")[0])
+
+
+def _deterministic(provider):
+    """The provider under torch.use_deterministic_algorithms(True): the backward without atomics."""
+    def wrapped(inp):
+        fn = provider(inp)
+
+        def run():
+            previous = torch.are_deterministic_algorithms_enabled()
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            try:
+                return fn()
+            finally:
+                torch.use_deterministic_algorithms(previous)
+        return run
+    return wrapped
 
 
 def _packed_timed(packed, forward, mode):
