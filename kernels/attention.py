@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from ._common import DOT_PRECISION, autotune_enabled, interpreting, launch_int32, upcast_in_kernel
+from ._store import cast_for_store
 
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
@@ -129,7 +130,7 @@ def _attn_fwd(
         out_scale = out_scale / (1.0 - p_drop)
     out = acc * out_scale[:, None]
     O += seg.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_ot + head * stride_oh
-    tl.store(O + rows[:, None] * stride_ot + offs_d[None, :], out.to(O.dtype.element_ty),
+    tl.store(O + rows[:, None] * stride_ot + offs_d[None, :], cast_for_store(out, O.dtype.element_ty, UPCAST),
              mask=(rows[:, None] < len_q) & d_ok[None, :])
     lse = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
     tl.store(LSE + stream.to(tl.int64) * seqlen_q + rows, lse, mask=rows < len_q)
@@ -252,8 +253,8 @@ def _attn_bwd_dkdv(
 
     dk_ptrs = seg.to(tl.int64) * stride_dkb + k_start.to(tl.int64) * stride_dkt + head * stride_dkh \
         + cols[:, None] * stride_dkt + offs_d[None, :]
-    tl.store(DK + dk_ptrs, (dk * softmax_scale).to(DK.dtype.element_ty), mask=kv_ok)
-    tl.store(DV + dk_ptrs, dv.to(DV.dtype.element_ty), mask=kv_ok)
+    tl.store(DK + dk_ptrs, cast_for_store(dk * softmax_scale, DK.dtype.element_ty, UPCAST), mask=kv_ok)
+    tl.store(DV + dk_ptrs, cast_for_store(dv, DV.dtype.element_ty, UPCAST), mask=kv_ok)
 
 
 @triton.jit
@@ -314,7 +315,7 @@ def _attn_bwd_dq(
         _, ds = _bwd_block(q, k, v, do, lse, delta, rows, cols, len_q, len_k, key_mask_row, scale_log2, p_drop,
                            seed, offset, seqlen_k, stream, HAS_KEY_MASK, CAUSAL, HAS_DROPOUT, PRECISION)
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
-    tl.store(DQ + do_ptrs, (dq * softmax_scale).to(DQ.dtype.element_ty), mask=q_ok)
+    tl.store(DQ + do_ptrs, cast_for_store(dq * softmax_scale, DQ.dtype.element_ty, UPCAST), mask=q_ok)
 
 
 @triton.jit

@@ -11,7 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import Launch, num_programs_cap
+from ._common import Launch, num_programs_cap, upcast_in_kernel
+from ._store import cast_for_store
 
 APPROXIMATIONS = ("none", "tanh")
 _SQRT_HALF = tl.constexpr(1.0 / math.sqrt(2.0))
@@ -52,7 +53,7 @@ def _bias_gelu_fwd(
     BIAS,  # (features,)
     Y,  # (rows, features) contiguous
     stride_x, n_rows, features,
-    TANH: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    TANH: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     rows = (tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
@@ -60,7 +61,7 @@ def _bias_gelu_fwd(
     h = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=ok, other=0.0).to(tl.float32)
     h += tl.load(BIAS + cols, mask=cols < features, other=0.0).to(tl.float32)[None, :]
     y, _ = _gelu_and_grad(h, TANH, False)
-    tl.store(Y + rows[:, None] * features + cols[None, :], y.to(Y.dtype.element_ty), mask=ok)
+    tl.store(Y + rows[:, None] * features + cols[None, :], cast_for_store(y, Y.dtype.element_ty, ROUND_BF16), mask=ok)
 
 
 @triton.jit
@@ -71,7 +72,7 @@ def _bias_gelu_bwd(
     DX,  # (rows, features) contiguous
     DBIAS_PART,  # (row programs, features) float32
     stride_x, n_rows, features,
-    TANH: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    TANH: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < features
@@ -84,7 +85,8 @@ def _bias_gelu_bwd(
         dy = tl.load(DY + rows[:, None] * features + cols[None, :], mask=ok, other=0.0).to(tl.float32)
         _, grad = _gelu_and_grad(h, TANH, True)
         dx = tl.where(ok, dy * grad, 0.0)
-        tl.store(DX + rows[:, None] * features + cols[None, :], dx.to(DX.dtype.element_ty), mask=ok)
+        tl.store(DX + rows[:, None] * features + cols[None, :], cast_for_store(dx, DX.dtype.element_ty, ROUND_BF16),
+                 mask=ok)
         dbias += tl.sum(dx, 0)
     tl.store(DBIAS_PART + tl.program_id(1).to(tl.int64) * features + cols, dbias, mask=col_ok)
 
@@ -111,7 +113,7 @@ def forward_launch(x2, bias, approximate):
     y = torch.empty((n_rows, features), dtype=x2.dtype, device=x2.device)
     block_r, block_c = _tile(features)
     args = dict(X=x2, BIAS=bias, Y=y, stride_x=x2.stride(0), n_rows=n_rows, features=features,
-                TANH=approximate == "tanh", BLOCK_R=block_r, BLOCK_C=block_c)
+                TANH=approximate == "tanh", ROUND_BF16=upcast_in_kernel(x2), BLOCK_R=block_r, BLOCK_C=block_c)
     return Launch(_bias_gelu_fwd, (triton.cdiv(features, block_c), triton.cdiv(n_rows, block_r)), args, 4), y
 
 
@@ -126,7 +128,8 @@ def backward_launch(dy2, x2, bias, approximate):
     dx = torch.empty((n_rows, features), dtype=x2.dtype, device=x2.device)
     parts = torch.empty((row_programs, features), dtype=torch.float32, device=x2.device)
     args = dict(DY=dy2, X=x2, BIAS=bias, DX=dx, DBIAS_PART=parts, stride_x=x2.stride(0), n_rows=n_rows,
-                features=features, TANH=approximate == "tanh", BLOCK_R=block_r, BLOCK_C=block_c)
+                features=features, TANH=approximate == "tanh", ROUND_BF16=upcast_in_kernel(x2), BLOCK_R=block_r,
+                BLOCK_C=block_c)
     return Launch(_bias_gelu_bwd, (col_blocks, row_programs), args, 4), dx, parts
 
 

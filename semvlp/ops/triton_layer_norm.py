@@ -28,34 +28,30 @@ def _empty_marker(like: Tensor) -> Tensor:
 @torch.library.custom_op("semvlp::triton_add_layer_norm_fwd", mutates_args=())
 def add_layer_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
                        x_bias: Optional[Tensor], dropout_p: float, eps: float, seed: int, offset: int,
-                       store_sum: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Returns (out like x, sum like x or an empty marker, mean (rows,), rstd (rows,))."""
-    out, total, mean, rstd = kernel.add_layer_norm_forward(x, residual, weight, bias, x_bias, dropout_p=dropout_p,
-                                                           eps=eps, seed=seed, offset=offset, store_sum=store_sum)
-    return out, _empty_marker(x) if total is None else total, mean, rstd
+                       store_sum: bool) -> tuple[Tensor, Tensor]:
+    """Returns (out like x, sum like x or an empty marker)."""
+    out, total = kernel.add_layer_norm_forward(x, residual, weight, bias, x_bias, dropout_p=dropout_p, eps=eps,
+                                               seed=seed, offset=offset, store_sum=store_sum)
+    return out, _empty_marker(x) if total is None else total
 
 
 @add_layer_norm_fwd.register_fake
 def _(x, residual, weight, bias, x_bias, dropout_p, eps, seed, offset, store_sum):
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    stats = x.new_empty((rows,), dtype=torch.float32)
-    total = x.new_empty(x.shape) if store_sum else _empty_marker(x)
-    return x.new_empty(x.shape), total, stats, stats.new_empty((rows,))
+    return x.new_empty(x.shape), x.new_empty(x.shape) if store_sum else _empty_marker(x)
 
 
 @torch.library.custom_op("semvlp::triton_add_layer_norm_bwd", mutates_args=())
-def add_layer_norm_bwd(dout: Tensor, dsum: Optional[Tensor], s: Tensor, weight: Optional[Tensor], mean: Tensor,
-                       rstd: Tensor, dropout_p: float, seed: int, offset: int
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def add_layer_norm_bwd(dout: Tensor, dsum: Optional[Tensor], s: Tensor, weight: Optional[Tensor], eps: float,
+                       dropout_p: float, seed: int, offset: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (ds like s, dx like s or an empty marker (no dropout: dx = ds), dweight, dbias, dx_bias), the
     last three float32 (hidden,)."""
-    ds, dx, dw, db, dxb = kernel.add_layer_norm_backward(dout, dsum, s, weight, mean, rstd, dropout_p=dropout_p,
+    ds, dx, dw, db, dxb = kernel.add_layer_norm_backward(dout, dsum, s, weight, eps=eps, dropout_p=dropout_p,
                                                          seed=seed, offset=offset)
     return ds, _empty_marker(s) if dx is None else dx, dw, db, dxb
 
 
 @add_layer_norm_bwd.register_fake
-def _(dout, dsum, s, weight, mean, rstd, dropout_p, seed, offset):
+def _(dout, dsum, s, weight, eps, dropout_p, seed, offset):
     sums = s.new_empty((s.shape[-1],), dtype=torch.float32)
     dx = s.new_empty(s.shape) if dropout_p > 0.0 else _empty_marker(s)
     return s.new_empty(s.shape), dx, sums, sums.new_empty(sums.shape), sums.new_empty(sums.shape)
@@ -69,11 +65,11 @@ class TritonAddLayerNorm(torch.autograd.Function):
     def forward(ctx, x, residual, weight, bias, x_bias, dropout_p, eps, seed, offset, prenorm):
         needs_grad = any(ctx.needs_input_grad[:5])
         has_add = residual is not None
-        out, total, mean, rstd = torch.ops.semvlp.triton_add_layer_norm_fwd(
+        out, total = torch.ops.semvlp.triton_add_layer_norm_fwd(
             x, residual, weight, bias, x_bias, dropout_p, eps, seed, offset, has_add and (prenorm or needs_grad))
         if needs_grad:
-            ctx.save_for_backward(total if has_add else x, weight, mean, rstd)
-            ctx.options = (dropout_p, seed, offset)
+            ctx.save_for_backward(total if has_add else x, weight)
+            ctx.options = (eps, dropout_p, seed, offset)
             ctx.has_add = has_add
             ctx.dtypes = tuple(None if t is None else t.dtype for t in (weight, bias, x_bias))
             # Unused outputs get None (not zeros) as their gradient, so no zeros are read in the backward.
@@ -82,12 +78,11 @@ class TritonAddLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dsum=None):
-        s, weight, mean, rstd = ctx.saved_tensors
-        dropout_p, seed, offset = ctx.options
+        s, weight = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(s)
         ds, dx, dw, db, dxb = torch.ops.semvlp.triton_add_layer_norm_bwd(
-            dout, dsum, s, weight, mean, rstd, dropout_p, seed, offset)
+            dout, dsum, s, weight, *ctx.options)
         dx = _none_if_empty(dx)
         w_dtype, b_dtype, xb_dtype = ctx.dtypes
         if not ctx.has_add:
