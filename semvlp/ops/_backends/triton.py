@@ -63,7 +63,7 @@ def _layer_norm_reasons(x, weight=None, bias=None, residual=None, x_bias=None, *
     return reasons
 
 
-def _bias_gelu_reasons(x, bias, **_inputs) -> list[str]:
+def _bias_gelu_reasons(x, bias=None, **_inputs) -> list[str]:
     return _tensor_reasons(x=x, bias=bias)
 
 
