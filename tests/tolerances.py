@@ -50,3 +50,6 @@ def assert_within_rule(name: str, actual: torch.Tensor, reference: torch.Tensor,
     if err > allowed:
         raise AssertionError(f"{name}: max error {err:.3e} > allowed {allowed:.3e} "
                              f"({factor} x baseline error + floor {FLOOR[actual.dtype]:.1e})")
+
+# Dropout keep rates: |observed - (1 - p)| within this many binomial standard deviations.
+KEEP_RATE_SIGMAS = 5.0

@@ -34,6 +34,9 @@ class Backend:
     ops: dict[str, tuple[Callable[..., list[str]], Callable]] = field(default_factory=dict)
     # False: "auto" never picks this backend; it runs only when forced by name.
     auto: bool = True
+    # (op, inputs) -> reasons that keep `auto` from choosing this backend for these inputs; a forced choice
+    # ignores them (e.g. Triton's CPU interpreter runs only when asked for).
+    auto_reasons: Callable[[str, dict], list[str]] | None = None
 
     def not_supported_reasons(self, op: str, inputs: dict) -> list[str]:
         reason = self.unavailable()
@@ -83,6 +86,8 @@ def choose(op: str, backend: str, inputs: dict) -> tuple[str, Callable]:
             tried.append(f"{candidate.name}: runs only when forced (backend={candidate.name!r})")
             continue
         reasons = candidate.not_supported_reasons(op, inputs)
+        if not reasons and candidate.auto_reasons is not None:
+            reasons = candidate.auto_reasons(op, inputs)
         if not reasons:
             return candidate.name, candidate.ops[op][1]
         tried.append(f"{candidate.name}: {'; '.join(reasons)}")
