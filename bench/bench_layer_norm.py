@@ -44,9 +44,11 @@ def _inputs(op, rows, hidden, dtype, mode):
             return torch.randn(rows, hidden, device=device, dtype=dtype, requires_grad=True)
 
         def param():
-            return torch.randn(hidden, device=device, dtype=torch.float32, requires_grad=True)
+            # Parameters in the activation dtype, as DeepSpeed's bf16/fp16 modes keep them (PyTorch's own
+            # layer_norm on CUDA also rejects fp32 parameters with 16-bit input).
+            return torch.randn(hidden, device=device, dtype=dtype, requires_grad=True)
 
-        inp = {"op": op, "mode": mode, "x": act(), "bias": param().detach().to(dtype).requires_grad_(),
+        inp = {"op": op, "mode": mode, "x": act(), "bias": param(),
                "dout": torch.randn(rows, hidden, device=device, dtype=dtype)}
         if op == "add_ln":
             inp.update(residual=act(), weight=param(), ln_bias=param())

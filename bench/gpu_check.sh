@@ -8,7 +8,10 @@
 #   bench/gpu_check.sh --dry-run    the same steps on a CPU: no install, benchmarks with --quick on the CPU
 #
 # Environment: OUT (where results go; a temporary folder if unset), GPU_CHECK_BUDGET (seconds for the whole
-# script, default 450), PYTHON (default python3; .venv/bin/python in a dry run when it exists).
+# script, default 450), GPU_CHECK_TESTS_LIMIT (seconds for pytest -m gpu, default 120),
+# GPU_CHECK_BENCHES (names of the bench scripts to run, e.g. "attention e2e"; default all),
+# GPU_CHECK_MEMCHECK (0 skips compute-sanitizer), PYTHON (default python3; .venv/bin/python in a dry run
+# when it exists).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,8 +88,9 @@ run_step backends 60 "$PY" -c "import semvlp; print('semvlp', semvlp.__version__
 
 # ---- 4. GPU tests ----------------------------------------------------------------------------------------
 # Fixed Triton tiles in the tests (autotuning compiles every config); one test turns autotuning back on.
-SEMVLP_TRITON_AUTOTUNE=0 run_step pytest_gpu $(( $(left) / 3 < 120 ? $(left) / 3 : 120 )) \
-    "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$WORK/results/pytest_gpu.xml"
+TESTS_LIMIT=${GPU_CHECK_TESTS_LIMIT:-120}
+SEMVLP_TRITON_AUTOTUNE=0 run_step pytest_gpu $(( $(left) / 3 < TESTS_LIMIT ? $(left) / 3 : TESTS_LIMIT )) \
+    "$PY" -m pytest -m gpu -v --tb=short -p no:cacheprovider --junitxml="$WORK/results/pytest_gpu.xml"
 tests_rc=$?
 if (( tests_rc == 5 )); then sed -i "s/^pytest_gpu\tFAILED (exit 5)/pytest_gpu\tno GPU tests collected/" "$STEPS"; fi
 summary_line=$(grep -E "passed|failed|skipped|error" "$WORK/logs/pytest_gpu.log" 2>/dev/null | tail -1)
@@ -94,8 +98,13 @@ if [[ -n "$summary_line" ]]; then sed -i "s/^\(pytest_gpu\t[^\t]*\)/\1: ${summar
 
 # ---- 5. benchmarks ---------------------------------------------------------------------------------------
 memcheck_reserve=0
-if [[ -f bench/cuda_memcheck.py && $DRY_RUN == 0 ]]; then memcheck_reserve=90; fi
-benches=(bench/bench_*.py)
+MEMCHECK=${GPU_CHECK_MEMCHECK:-1}
+if [[ -f bench/cuda_memcheck.py && $DRY_RUN == 0 && $MEMCHECK != 0 ]]; then memcheck_reserve=90; fi
+if [[ -n "${GPU_CHECK_BENCHES:-}" ]]; then
+    benches=(); for name in $GPU_CHECK_BENCHES; do benches+=("bench/bench_$name.py"); done
+else
+    benches=(bench/bench_*.py)
+fi
 for i in "${!benches[@]}"; do
     name=$(basename "${benches[$i]}" .py)
     remaining=$(( $(left) - memcheck_reserve - 15 ))
@@ -113,6 +122,8 @@ done
 # ---- 6. compute-sanitizer --------------------------------------------------------------------------------
 if [[ ! -f bench/cuda_memcheck.py ]]; then
     record memcheck "skipped (no bench/cuda_memcheck.py)" 0
+elif [[ $MEMCHECK == 0 ]]; then
+    record memcheck "skipped (GPU_CHECK_MEMCHECK=0)" 0
 elif [[ $DRY_RUN == 1 ]]; then
     record memcheck "dry run: not run" 0
 elif ! command -v compute-sanitizer >/dev/null; then

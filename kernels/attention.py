@@ -370,10 +370,13 @@ def _fits(block_m: int, block_n: int, tune_q: int, tune_k: int, fp32: bool) -> b
             and (not fp32 or block_m * block_n <= FP32_MAX_TILE))
 
 
-def _prune(configs, named_args, **_):
-    fp32 = named_args["Q"].dtype == torch.float32
+def _prune(configs, named_args, **kwargs):
+    # The autotuner passes positional arguments in `named_args` and keyword arguments (how the launchers call
+    # the kernels) in `kwargs`.
+    args = {**named_args, **kwargs}
+    fp32 = args["Q"].dtype == torch.float32
     fitting = [c for c in configs
-               if _fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], named_args["tune_q"], named_args["tune_k"], fp32)]
+               if _fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], args["tune_q"], args["tune_k"], fp32)]
     return fitting or configs[:1]
 
 
