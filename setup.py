@@ -5,9 +5,39 @@ The Python packages are always installed. `kernels/` (Triton) is installed as th
 only where `cuda_extensions()` finds a CUDA toolkit and a CUDA build of torch.
 """
 
+import glob
 import os
+import re
+import shutil
 
 from setuptools import find_packages, setup
+
+DEFAULT_CUDA_ARCHS = "80;90"
+
+
+def cuda_toolkit() -> str | None:
+    """Root of a CUDA toolkit holding bin/nvcc and include/cuda_runtime.h, or None."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for home in candidates:
+        if home and os.path.isfile(os.path.join(home, "bin", "nvcc")) and os.path.isfile(
+                os.path.join(home, "include", "cuda_runtime.h")):
+            return home
+    return None
+
+
+def arch_flags(archs: str) -> tuple[list[str], str]:
+    """SEMVLP_CUDA_ARCHS ("80;90") -> nvcc -gencode flags (SASS for each, PTX of the newest for later GPUs)
+    and the matching TORCH_CUDA_ARCH_LIST ("8.0;9.0")."""
+    entries = [a.strip() for a in archs.replace(",", ";").split(";") if a.strip()]
+    if not entries or not all(re.fullmatch(r"\d{2,3}", a) for a in entries):
+        raise ValueError(f"SEMVLP_CUDA_ARCHS: expected compute capabilities like '80;90', got {archs!r}")
+    entries = sorted(set(entries), key=int)
+    flags = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in entries]
+    flags.append(f"-gencode=arch=compute_{entries[-1]},code=compute_{entries[-1]}")
+    return flags, ";".join(f"{a[:-1]}.{a[-1]}" for a in entries)
 
 
 def cuda_extensions():
@@ -15,8 +45,32 @@ def cuda_extensions():
     if os.environ.get("SEMVLP_SKIP_CUDA_BUILD") == "1":
         print("semvlp: SEMVLP_SKIP_CUDA_BUILD=1, installing without semvlp._C")
         return []
-    print("semvlp: csrc/ has no sources yet, installing without semvlp._C")
-    return []
+    try:
+        import torch
+    except ImportError:
+        print("semvlp: torch is not installed at build time, installing without semvlp._C")
+        return []
+    if torch.version.cuda is None:
+        print(f"semvlp: torch {torch.__version__} is a CPU build, installing without semvlp._C")
+        return []
+    home = cuda_toolkit()
+    if home is None:
+        print("semvlp: no CUDA toolkit (nvcc) found (set CUDA_HOME), installing without semvlp._C")
+        return []
+    # torch.utils.cpp_extension reads both variables when imported.
+    os.environ["CUDA_HOME"] = home
+    flags, arch_list = arch_flags(os.environ.get("SEMVLP_CUDA_ARCHS", DEFAULT_CUDA_ARCHS))
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
+    from torch.utils.cpp_extension import CUDAExtension
+
+    sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True) + glob.glob("csrc/**/*.cu", recursive=True))
+    print(f"semvlp: building semvlp._C with {home} for sm {arch_list} "
+          f"(MAX_JOBS={os.environ.get('MAX_JOBS', 'all cores')})")
+    return [CUDAExtension(
+        "semvlp._C",
+        sources,
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "-lineinfo", "--use_fast_math", *flags]},
+    )]
 
 
 def build_commands(extensions):

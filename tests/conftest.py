@@ -1,7 +1,15 @@
-"""Shared test set-up: GPU-marked tests skip on machines without CUDA."""
+"""Shared test set-up: Triton kernels run through Triton's interpreter where there is no GPU, and GPU-marked
+tests skip on machines without CUDA."""
+
+import os
 
 import pytest
 import torch
+
+# Triton reads TRITON_INTERPRET when a kernel module is imported, so it is set here, before any test module
+# imports semvlp.kernels (semvlp itself imports them only on first use).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,7 +6,9 @@ backend with no reasons; a forced backend that cannot run raises one BackendNotS
 of them. The environment variable SEMVLP_BACKEND replaces "auto" (not an explicit choice).
 
 Auto order: cuda > triton > sdpa > reference. Each backend's supports-function encodes where it is
-actually used; see the backend's module for the measurements behind its rule.
+actually used; see the backend's module for the measurements behind its rule. A backend registered with
+`auto=False` (cuda, until its GPU tests and benchmarks are committed) is skipped by "auto" and runs only
+when forced.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class Backend:
     unavailable: Callable[[], str | None]
     # op name -> (reasons(**inputs) -> list[str], implementation)
     ops: dict[str, tuple[Callable[..., list[str]], Callable]] = field(default_factory=dict)
+    # False: "auto" never picks this backend; it runs only when forced by name.
+    auto: bool = True
+    # (op, inputs) -> reasons that keep `auto` from choosing this backend for these inputs; a forced choice
+    # ignores them (e.g. Triton's CPU interpreter runs only when asked for).
+    auto_reasons: Callable[[str, dict], list[str]] | None = None
 
     def not_supported_reasons(self, op: str, inputs: dict) -> list[str]:
         reason = self.unavailable()
@@ -75,7 +82,12 @@ def choose(op: str, backend: str, inputs: dict) -> tuple[str, Callable]:
         return name, _BACKENDS[name].ops[op][1]
     tried = []
     for candidate in sorted(_BACKENDS.values(), key=lambda b: -b.priority):
+        if not candidate.auto:
+            tried.append(f"{candidate.name}: runs only when forced (backend={candidate.name!r})")
+            continue
         reasons = candidate.not_supported_reasons(op, inputs)
+        if not reasons and candidate.auto_reasons is not None:
+            reasons = candidate.auto_reasons(op, inputs)
         if not reasons:
             return candidate.name, candidate.ops[op][1]
         tried.append(f"{candidate.name}: {'; '.join(reasons)}")

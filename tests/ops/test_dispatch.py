@@ -14,17 +14,18 @@ def _attention_inputs(batch=2, sq=5, sk=7, h=2, d=16, dtype=torch.float32):
     return dict(q=q, k=k, v=v, attention_mask=None, dropout_p=0.0, softmax_scale=None, causal=False)
 
 
-def test_backends_lists_reference_and_sdpa_as_usable():
+def test_backends_lists_reference_sdpa_and_torch_as_usable():
     available = ops.backends()
     assert available["reference"] is None
     assert available["sdpa"] is None
+    assert available["torch"] is None
 
 
-def test_auto_prefers_sdpa_for_attention_and_reference_for_layer_norm():
+def test_auto_prefers_sdpa_for_attention_and_torch_for_layer_norm():
     assert dispatch.choose("attention", "auto", _attention_inputs())[0] == "sdpa"
     x = torch.randn(3, 8)
     inputs = dict(x=x, weight=None, bias=None, eps=1e-5)
-    assert dispatch.choose("layer_norm", "auto", inputs)[0] == "reference"
+    assert dispatch.choose("layer_norm", "auto", inputs)[0] == "torch"
 
 
 def test_auto_falls_back_when_sdpa_has_no_key():

@@ -1,0 +1,82 @@
+"""The `cuda` backend: the fused CUDA kernels of csrc/ (the extension semvlp._C).
+
+What it runs: packed attention (`varlen_attention`, and padded `attention` without an attention_mask as
+equal-length segments) in fp16/bf16 for head dims 32, 64 and 128 with max_seqlen_k up to MAX_SEQLEN_K,
+causal or not, with dropout; `add_layer_norm` and `layer_norm` in fp32/fp16/bf16 for hidden sizes up to
+8192. Everything on CUDA tensors only.
+
+Dispatch rule. Among the inputs above, the kernels are built for short sequences (keys and values of a
+segment stream through shared memory in one to eight 64-key tiles), the regime of vision-language
+pretraining; longer keys go to triton. The rule `auto` will apply once it is enabled: cuda (priority 30)
+for every input it supports. AUTO_SELECT stays False until the GPU tests (`pytest -m gpu
+tests/ops/test_cuda_*.py`) have passed on a real GPU and the benchmarks (bench/bench_attention.py,
+bench/bench_layer_norm.py) are committed under bench/results/; then set it to True and narrow the
+reasons below to where those results show cuda fastest. Until then cuda runs only when forced
+(`backend="cuda"` or SEMVLP_BACKEND=cuda).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ... import _ext
+from .. import cuda_attention, cuda_layer_norm
+from ..dispatch import Backend, register_backend
+
+# False: `auto` never picks cuda (not yet validated on a GPU); forcing it still runs it.
+AUTO_SELECT = False
+# Longest key segment the attention kernel is dispatched for; beyond it triton's tiled kernel serves.
+MAX_SEQLEN_K = 512
+HEAD_DIMS = (32, 64, 128)
+ATTENTION_DTYPES = (torch.float16, torch.bfloat16)
+LAYER_NORM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_HIDDEN = 8192
+
+
+def _on_cuda(name: str, t: torch.Tensor) -> list[str]:
+    return [] if t.is_cuda else [f"cuda needs CUDA tensors, got {name} on {t.device}"]
+
+
+def _attention_reasons(q: torch.Tensor, max_seqlen_k: int) -> list[str]:
+    reasons = _on_cuda("q", q)
+    if q.dtype not in ATTENTION_DTYPES:
+        reasons.append(f"cuda attention runs float16/bfloat16, got {q.dtype}")
+    if q.shape[-1] not in HEAD_DIMS:
+        reasons.append(f"cuda attention supports head dims {HEAD_DIMS}, got {q.shape[-1]}")
+    if max_seqlen_k > MAX_SEQLEN_K:
+        reasons.append(f"max_seqlen_k {max_seqlen_k} is above the cuda kernel's cap of {MAX_SEQLEN_K}")
+    return reasons
+
+
+def _varlen_reasons(q, max_seqlen_k, **_inputs) -> list[str]:
+    return _attention_reasons(q, max_seqlen_k)
+
+
+def _padded_reasons(q, k, attention_mask, **_inputs) -> list[str]:
+    reasons = _attention_reasons(q, k.shape[1])
+    if attention_mask is not None:
+        reasons.append("cuda runs padded attention without attention_mask only (pack with varlen_attention)")
+    return reasons
+
+
+def _layer_norm_reasons(x, **_inputs) -> list[str]:
+    reasons = _on_cuda("x", x)
+    if x.dtype not in LAYER_NORM_DTYPES:
+        reasons.append(f"cuda layer norm runs float32/float16/bfloat16, got {x.dtype}")
+    if not 1 <= x.shape[-1] <= MAX_HIDDEN:
+        reasons.append(f"cuda layer norm supports hidden sizes 1 to {MAX_HIDDEN}, got {x.shape[-1]}")
+    return reasons
+
+
+register_backend(Backend(
+    name="cuda",
+    priority=30,
+    unavailable=_ext.unavailable,
+    auto=AUTO_SELECT,
+    ops={
+        "attention": (_padded_reasons, cuda_attention.attention),
+        "varlen_attention": (_varlen_reasons, cuda_attention.varlen_attention),
+        "add_layer_norm": (_layer_norm_reasons, cuda_layer_norm.add_layer_norm),
+        "layer_norm": (_layer_norm_reasons, cuda_layer_norm.layer_norm),
+    },
+))

@@ -1,0 +1,53 @@
+"""The `torch` backend: LayerNorm, add-LayerNorm and bias-GELU through PyTorch's own fused kernels.
+
+`torch.nn.functional.layer_norm` and `gelu` are single kernels forward and backward, where the reference
+spells both out in elementwise ops (a pass over memory and an autograd node each, in float32); on the CPU
+this is the difference that matters for a whole training step (bench/NOTES.md has the measurement).
+Preferred over `reference`, below the Triton and CUDA kernels. Half-precision inputs: layer_norm
+accumulates its statistics in float32 inside the kernel; the residual sum is taken in the input dtype, as
+PyTorch modules do. Dropout draws from torch's generator.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..dispatch import Backend, register_backend
+
+
+def _like(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t.to(x.dtype)
+
+
+def layer_norm(x, weight, bias, eps=1e-12):
+    return F.layer_norm(x, (x.shape[-1],), _like(weight, x), _like(bias, x), eps)
+
+
+def add_layer_norm(x, residual, weight, bias, *, x_bias=None, dropout_p=0.0, eps=1e-12, prenorm=False):
+    h = x if x_bias is None else x + _like(x_bias, x)
+    if dropout_p > 0.0:
+        h = F.dropout(h, dropout_p, training=True)
+    total = residual + h
+    out = layer_norm(total, weight, bias, eps)
+    return (out, total) if prenorm else out
+
+
+def bias_gelu(x, bias, *, approximate="none"):
+    return F.gelu(x + _like(bias, x), approximate=approximate)
+
+
+def _always(**_inputs) -> list[str]:
+    return []
+
+
+register_backend(Backend(
+    name="torch",
+    priority=5,
+    unavailable=lambda: None,
+    ops={
+        "layer_norm": (_always, layer_norm),
+        "add_layer_norm": (_always, add_layer_norm),
+        "bias_gelu": (_always, bias_gelu),
+    },
+))

@@ -1,0 +1,99 @@
+"""The `triton` backend: the fused Triton kernels of `semvlp.kernels`, priority 20 (above sdpa and reference).
+
+Nothing here imports triton: the kernels and their custom ops load on the first call, so `import semvlp`
+works on machines without triton. Where it runs:
+- CUDA tensors of float32/float16/bfloat16 whose sizes the kernels support: chosen by `auto`.
+- CPU tensors only when forced (backend="triton" or SEMVLP_BACKEND=triton) with TRITON_INTERPRET=1, through
+  Triton's interpreter (slow; that is how the tests run without a GPU).
+Every other case is a readable reason from the supports-functions below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import torch
+
+from ..dispatch import Backend, register_backend
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_HEAD_DIM = 128  # kernels/attention.py: one head fits one tile
+MAX_HIDDEN = 8192  # kernels/layer_norm.py: one row fits one tile
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _unavailable() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    if not torch.cuda.is_available() and not _interpret():
+        return "no CUDA GPU (set TRITON_INTERPRET=1 to run the kernels on the CPU through Triton's interpreter)"
+    return None
+
+
+def _tensor_reasons(**named) -> list[str]:
+    reasons = []
+    for name, t in named.items():
+        if t is None:
+            continue
+        if t.dtype not in DTYPES:
+            reasons.append(f"{name} has dtype {t.dtype}, expected float32, float16 or bfloat16")
+        if t.device.type == "cpu" and not _interpret():
+            reasons.append(f"{name} is on the CPU, which needs TRITON_INTERPRET=1")
+        elif t.device.type not in ("cuda", "cpu"):
+            reasons.append(f"{name} is on {t.device}, expected a CUDA device")
+    return reasons
+
+
+def _attention_reasons(q, **_inputs) -> list[str]:
+    reasons = _tensor_reasons(q=q)  # k and v share q's dtype and device (checked by the public op)
+    if q.shape[-1] > MAX_HEAD_DIM:
+        reasons.append(f"head dim {q.shape[-1]} exceeds {MAX_HEAD_DIM}")
+    return reasons
+
+
+def _layer_norm_reasons(x, weight=None, bias=None, residual=None, x_bias=None, **_inputs) -> list[str]:
+    reasons = _tensor_reasons(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias)
+    if x.shape[-1] > MAX_HIDDEN:
+        reasons.append(f"hidden size {x.shape[-1]} exceeds {MAX_HIDDEN}")
+    return reasons
+
+
+def _bias_gelu_reasons(x, bias=None, **_inputs) -> list[str]:
+    return _tensor_reasons(x=x, bias=bias)
+
+
+def _auto_reasons(op: str, inputs: dict) -> list[str]:
+    """`auto` takes this backend for CUDA tensors only; the interpreter is for forced calls."""
+    first = next(t for t in inputs.values() if isinstance(t, torch.Tensor))
+    if first.device.type != "cuda":
+        return [f"tensors on {first.device.type}: the interpreter runs only when backend='triton' is forced"]
+    return []
+
+
+def _lazy(module: str, function: str):
+    """A function that imports semvlp.ops.<module> (and so triton) on its first call."""
+    def call(**inputs):
+        return getattr(importlib.import_module(f"semvlp.ops.{module}"), function)(**inputs)
+
+    call.__name__ = f"triton_{function}"
+    return call
+
+
+register_backend(Backend(
+    name="triton",
+    priority=20,
+    unavailable=_unavailable,
+    auto_reasons=_auto_reasons,
+    ops={
+        "attention": (_attention_reasons, _lazy("triton_attention", "attention")),
+        "varlen_attention": (_attention_reasons, _lazy("triton_attention", "varlen_attention")),
+        "layer_norm": (_layer_norm_reasons, _lazy("triton_layer_norm", "layer_norm")),
+        "add_layer_norm": (_layer_norm_reasons, _lazy("triton_layer_norm", "add_layer_norm")),
+        "bias_gelu": (_bias_gelu_reasons, _lazy("triton_bias_gelu", "bias_gelu")),
+    },
+))

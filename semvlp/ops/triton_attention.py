@@ -1,0 +1,114 @@
+"""Triton attention as registered custom ops (`semvlp::triton_attention_fwd/_bwd`) with fake twins, and the
+autograd.Function the `triton` backend calls. Imported lazily: importing it imports triton.
+
+One op pair serves both layouts: 4-d padded q/k/v with an optional key mask, 3-d packed q/k/v with
+`cu_seqlens`. Dropout's (seed, offset) is drawn once per call by the caller (semvlp.ops.rng) and saved, so
+the backward regenerates the forward's mask. The backward is deterministic (no atomics) while
+`torch.are_deterministic_algorithms_enabled()`.
+"""
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from semvlp.kernels import attention as kernel
+
+from .rng import draw_seed_offset
+
+
+def _n_segments(q: Tensor, cu_seqlens_q: Optional[Tensor]) -> int:
+    return q.shape[0] if q.dim() == 4 else cu_seqlens_q.shape[0] - 1
+
+
+def _seqlen_q(q: Tensor, max_seqlen_q: int) -> int:
+    return q.shape[1] if q.dim() == 4 else max_seqlen_q
+
+
+@torch.library.custom_op("semvlp::triton_attention_fwd", mutates_args=())
+def attention_fwd(q: Tensor, k: Tensor, v: Tensor, key_mask: Optional[Tensor], cu_seqlens_q: Optional[Tensor],
+                  cu_seqlens_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
+                  causal: bool, dropout_p: float, seed: int, offset: int) -> tuple[Tensor, Tensor]:
+    """Returns (out like q, log-sum-exp float32 (n_segments, nheads, seqlen_q))."""
+    return kernel.attention_forward(q, k, v, key_mask=key_mask, cu_seqlens_q=cu_seqlens_q,
+                                    cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+                                    softmax_scale=softmax_scale, causal=causal, dropout_p=dropout_p, seed=seed,
+                                    offset=offset)
+
+
+@attention_fwd.register_fake
+def _(q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal, dropout_p,
+      seed, offset):
+    lse_shape = (_n_segments(q, cu_seqlens_q), q.shape[-2], _seqlen_q(q, max_seqlen_q))
+    return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("semvlp::triton_attention_bwd", mutates_args=())
+def attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                  key_mask: Optional[Tensor], cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+                  max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, causal: bool, dropout_p: float,
+                  seed: int, offset: int, deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (dq, dk, dv) like q, k, v."""
+    return kernel.attention_backward(dout, q, k, v, out, lse, key_mask=key_mask, cu_seqlens_q=cu_seqlens_q,
+                                     cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+                                     softmax_scale=softmax_scale, causal=causal, dropout_p=dropout_p, seed=seed,
+                                     offset=offset, deterministic=deterministic)
+
+
+@attention_bwd.register_fake
+def _(dout, q, k, v, out, lse, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+      causal, dropout_p, seed, offset, deterministic):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+class TritonAttention(torch.autograd.Function):
+    """Differentiable in q, k, v; the mask, offsets and options are constants."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+                causal, dropout_p, seed, offset):
+        out, lse = torch.ops.semvlp.triton_attention_fwd(q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k,
+                                                         max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+                                                         dropout_p, seed, offset)
+        if any(ctx.needs_input_grad[:3]):
+            ctx.save_for_backward(q, k, v, out, lse, key_mask, cu_seqlens_q, cu_seqlens_k)
+            ctx.options = (max_seqlen_q, max_seqlen_k, softmax_scale, causal, dropout_p, seed, offset)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse, key_mask, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+        dq, dk, dv = torch.ops.semvlp.triton_attention_bwd(
+            dout, q, k, v, out, lse, key_mask, cu_seqlens_q, cu_seqlens_k, *ctx.options,
+            torch.are_deterministic_algorithms_enabled())
+        return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
+
+
+def _seed_offset(dropout_p: float) -> tuple[int, int]:
+    return draw_seed_offset() if dropout_p > 0.0 else (0, 0)
+
+
+def _scale(q: Tensor, softmax_scale) -> float:
+    return float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+
+
+def attention(q, k, v, *, attention_mask=None, dropout_p=0.0, softmax_scale=None, causal=False):
+    """`semvlp.ops.attention` on the Triton kernels (inputs already checked; the mask is bool or None)."""
+    seed, offset = _seed_offset(dropout_p)
+    return TritonAttention.apply(q, k, v, attention_mask, None, None, q.shape[1], k.shape[1],
+                                 _scale(q, softmax_scale), causal, float(dropout_p), seed, offset)
+
+
+def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, dropout_p=0.0,
+                     softmax_scale=None, causal=False):
+    """`semvlp.ops.varlen_attention` on the Triton kernels (inputs already checked)."""
+    seed, offset = _seed_offset(dropout_p)
+    return TritonAttention.apply(q, k, v, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                 _scale(q, softmax_scale), causal, float(dropout_p), seed, offset)
+
+
+def dropout_keep_mask(seed: int, offset: int, dropout_p: float, n_segments: int, nheads: int, max_seqlen_q: int,
+                      max_seqlen_k: int, device) -> Tensor:
+    """The keep mask the kernels draw for (seed, offset), from the kernels' own code (for tests and debugging)."""
+    return kernel.dropout_keep_mask(seed, offset, dropout_p, n_segments, nheads, max_seqlen_q, max_seqlen_k, device)
