@@ -71,8 +71,9 @@ def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: 
 def format_results(results: dict[str, float], sizes: dict[str, int]) -> str:
     """A table: one row per split and metric, one column per mode."""
     modes = sorted({key.split("/")[1] for key in results}, key=["single", "two"].index)
+    split_order = {"val": 0, "novel": 1}
     rows = sorted({(key.split("/")[0], key.split("/")[2]) for key in results},
-                  key=lambda r: (["val", "novel"].index(r[0]) if r[0] in ("val", "novel") else 9, r[1] != "itm_accuracy"))
+                  key=lambda r: (split_order.get(r[0], 9), r[1] != "itm_accuracy"))
     names = {"itm_accuracy": "image-text matching", "attribute_mlm_accuracy": "masked attribute words"}
     splits = {"val": "held-out scenes", "novel": "held-out colour-shape combinations"}
     labels = [f"{names.get(metric, metric)}, {splits.get(split, split)} ({sizes.get(split, '?')} images)"

@@ -43,7 +43,8 @@ class ModeSchedule:
         elif granularity.isdigit() and int(granularity) > 0:
             block = int(granularity)
         else:
-            raise ValueError(f"granularity: expected 'step', 'epoch' or a positive number of steps, got {granularity!r}")
+            raise ValueError(f"granularity: expected 'step', 'epoch' or a positive number of steps, "
+                             f"got {granularity!r}")
         return cls(kind, single, two, block)
 
     def mode(self, step: int) -> str:

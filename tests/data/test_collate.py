@@ -5,6 +5,7 @@ import torch
 from semvlp.data.collate import Collator
 from semvlp.data.dataset import AnswerVocab, PretrainingDataset, Sample
 from semvlp.data.packing import PackedLayout
+from semvlp.data.scenes import COLOURS
 from semvlp.data.synthetic import generate_split, to_corpus
 from semvlp.data.tokenizer import WordPieceTokenizer
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
@@ -75,7 +76,7 @@ def test_attribute_masking_masks_exactly_the_colour_words(tokenizer, corpus):
     dataset = PretrainingDataset(corpus, tokenizer, AnswerVocab([]), purpose="attribute_eval")
     samples = [dataset[(0, i)] for i in range(len(dataset))]
     batch = _collator(tokenizer)(samples)
-    colours = {tokenizer.token_to_id(c) for c in ("red", "green", "blue", "yellow", "purple", "orange", "white", "pink")}
+    colours = {tokenizer.token_to_id(c) for c in COLOURS}
     assert set(batch.mlm_targets.tolist()) <= colours
     assert batch.mlm_positions.numel() == sum(len(s.attribute_positions) for s in samples) > 0
     assert (batch.input_ids[batch.mlm_positions] == tokenizer.mask_id).all()

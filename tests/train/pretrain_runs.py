@@ -73,7 +73,8 @@ def run(launcher: str, ranks: int, args: list[str], timeout: float = 240) -> sub
     done = subprocess.run(command(launcher, ranks, args), cwd=REPO, env=environment(), capture_output=True,
                           text=True, timeout=timeout)
     if done.returncode != 0:
-        raise AssertionError(f"{launcher} run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        raise AssertionError(f"{launcher} run failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                             f"{done.stderr[-5000:]}")
     return done
 
 

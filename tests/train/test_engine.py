@@ -67,7 +67,8 @@ def test_exported_zero3_weights_reproduce_the_model_outputs(group, tmp_path):
     tied = model.semvlp.text_embeddings.word_embeddings.weight
     assert [p for _, p in model.mlm_head.ds_external_parameters()] == [tied]
     for layer in model.semvlp.encoder.layers:
-        blocks = [layer.self_attention, layer.feed_forward] + [layer.cross_attention] * (layer.cross_attention is not None)
+        blocks = [layer.self_attention, layer.feed_forward]
+        blocks += [layer.cross_attention] if layer.cross_attention is not None else []
         assert all(z3_leaf_module(block) for block in blocks) and not z3_leaf_module(layer)
     assert engine.zero_optimization_stage() == 3 and engine.zero_prefetch_bucket_size() == 0
     _train(engine, 3)
@@ -75,7 +76,8 @@ def test_exported_zero3_weights_reproduce_the_model_outputs(group, tmp_path):
     batch = random_batch(config, 5, seed=99, text_len=15, num_regions=7)
     with torch.no_grad():
         expected = {mode: engine(batch, mode=mode) for mode in ("single", "two")}
-    CheckpointManager(tmp_path / "checkpoints", is_main=True).save(engine, 3, {"config.json": json.dumps(config.to_dict())})
+    manager = CheckpointManager(tmp_path / "checkpoints", is_main=True)
+    manager.save(engine, 3, {"config.json": json.dumps(config.to_dict())})
     path = export_safetensors(tmp_path / "checkpoints", tmp_path / "export")
     fresh = SemVLPForPretraining(SemVLPConfig.load(tmp_path / "export" / "config.json")).eval()
     fresh.load_state_dict(load_file(str(path)), strict=True)

@@ -30,7 +30,8 @@ def read_vqa(questions_path, annotations_path, image_ids, bad: BadRecords | None
         answers[qid] = (answer.strip(), ann.get("semvlp_category"))
     out = []
     for index, q in enumerate(questions):
-        name = f"question {index}" + (f" (question_id {q['question_id']})" if isinstance(q, dict) and "question_id" in q else "")
+        has_id = isinstance(q, dict) and "question_id" in q
+        name = f"question {index}" + (f" (question_id {q['question_id']})" if has_id else "")
         if not isinstance(q, dict) or q.get("image_id") in (None, ""):
             bad.report(questions_path, name, "missing image id", "the question has no image_id")
             continue
