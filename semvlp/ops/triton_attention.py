@@ -4,7 +4,7 @@ autograd.Function the `triton` backend calls. Imported lazily: importing it impo
 One op pair serves both layouts: 4-d padded q/k/v with an optional key mask, 3-d packed q/k/v with
 `cu_seqlens`. Dropout's (seed, offset) is drawn once per call by the caller (semvlp.ops.rng) and saved, so
 the backward regenerates the forward's mask. The backward is deterministic (no atomics) while
-`torch.are_deterministic_algorithms_enabled()`.
+`torch.are_deterministic_algorithms_enabled()`, and wherever the keys exceed ATOMIC_DQ_MAX_KEYS.
 """
 
 import math
@@ -16,6 +16,13 @@ from torch import Tensor
 from semvlp.kernels import attention as kernel
 
 from .rng import draw_seed_offset
+
+
+# dQ through fp32 atomics only where a segment's keys fit one key block: on an H100 (bf16, 12 heads x 64)
+# the two-pass, atomic-free backward was as fast at 140 keys (0.68 vs 0.69 ms), faster for 20x36
+# cross-attention (0.47 vs 0.86 ms) and 4.5x faster at 4k keys (1.9 vs 8.7 ms); atomics won only with 20
+# keys (0.65 vs 0.79 ms). bench/results/attention_nvidia-h100-80gb-hbm3_20261126T204554Z.json
+ATOMIC_DQ_MAX_KEYS = 32
 
 
 def _n_segments(q: Tensor, cu_seqlens_q: Optional[Tensor]) -> int:
@@ -79,9 +86,10 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse, key_mask, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+        max_seqlen_k = ctx.options[1]
+        two_pass = torch.are_deterministic_algorithms_enabled() or max_seqlen_k > ATOMIC_DQ_MAX_KEYS
         dq, dk, dv = torch.ops.semvlp.triton_attention_bwd(
-            dout, q, k, v, out, lse, key_mask, cu_seqlens_q, cu_seqlens_k, *ctx.options,
-            torch.are_deterministic_algorithms_enabled())
+            dout, q, k, v, out, lse, key_mask, cu_seqlens_q, cu_seqlens_k, *ctx.options, two_pass)
         return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
 
 

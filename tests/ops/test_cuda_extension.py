@@ -293,10 +293,20 @@ def test_a_supported_input_has_only_the_device_reason(cuda_backend_available):
     assert dispatch.explain("varlen_attention", _varlen_inputs())["cuda"] == ["cuda needs CUDA tensors, got q on cpu"]
 
 
-def test_auto_never_selects_cuda_until_validated(cuda_backend_available, monkeypatch):
-    assert cuda_backend.AUTO_SELECT is False
+def test_auto_takes_cuda_for_packed_attention_only(cuda_backend_available, monkeypatch):
     monkeypatch.setattr(cuda_backend, "_on_cuda", lambda name, t: [])  # cuda now supports these CPU inputs
     inputs = _varlen_inputs()
     assert dispatch.explain("varlen_attention", inputs)["cuda"] == []
+    assert dispatch.choose("varlen_attention", "auto", inputs)[0] == "cuda"
+    x = torch.zeros(3, 8)
+    norm_inputs = dict(x=x, residual=x, weight=None, bias=None, x_bias=None, dropout_p=0.0, eps=1e-5, prenorm=False)
+    assert dispatch.choose("add_layer_norm", "auto", norm_inputs)[0] != "cuda"
+    assert dispatch.choose("add_layer_norm", "cuda", norm_inputs)[0] == "cuda"
+
+
+def test_auto_leaves_cuda_aside_inside_torch_compile(cuda_backend_available, monkeypatch):
+    monkeypatch.setattr(cuda_backend, "_on_cuda", lambda name, t: [])
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    inputs = _varlen_inputs()
     assert dispatch.choose("varlen_attention", "auto", inputs)[0] != "cuda"
     assert dispatch.choose("varlen_attention", "cuda", inputs)[0] == "cuda"

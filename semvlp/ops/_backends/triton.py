@@ -67,12 +67,25 @@ def _bias_gelu_reasons(x, bias=None, **_inputs) -> list[str]:
     return _tensor_reasons(x=x, bias=bias)
 
 
+# Where `auto` leaves triton aside on a GPU because another backend measured faster on an H100 in bf16
+# (bench/results/attention_nvidia-h100-80gb-hbm3_20261126T204554Z.json and
+# layer_norm_nvidia-h100-80gb-hbm3_20261126T203823Z.json): padded attention (sdpa 1.14 vs 1.42 ms fwd+bwd
+# at batch 256 x 140 tokens, 1.84 vs 2.59 ms at 4k keys) and the LayerNorms (torch 0.60 vs 1.83 ms fwd+bwd
+# at 35840 x 768). Forced, triton still runs them.
+SLOWER_ON_GPU = {
+    "attention": "sdpa measured faster for padded attention on an H100",
+    "layer_norm": "the torch backend measured faster for LayerNorm on an H100",
+    "add_layer_norm": "the torch backend measured faster for add+LayerNorm on an H100",
+}
+
+
 def _auto_reasons(op: str, inputs: dict) -> list[str]:
-    """`auto` takes this backend for CUDA tensors only; the interpreter is for forced calls."""
+    """`auto` takes this backend for CUDA tensors only (the interpreter is for forced calls), and not for the
+    ops where another backend measured faster."""
     first = next(t for t in inputs.values() if isinstance(t, torch.Tensor))
     if first.device.type != "cuda":
         return [f"tensors on {first.device.type}: the interpreter runs only when backend='triton' is forced"]
-    return []
+    return [SLOWER_ON_GPU[op]] if op in SLOWER_ON_GPU else []
 
 
 def _lazy(module: str, function: str):
