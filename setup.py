@@ -106,6 +106,8 @@ setup(
         "matplotlib",
         "tensorboard",
     ],
+    # easy-VQA's pictures and questions ship in this package: `pip install semvlp[easy-vqa]`.
+    extras_require={"easy-vqa": ["easy-vqa"]},
     entry_points={"console_scripts": ["semvlp = semvlp.cli:main"]},
     ext_modules=extensions,
     cmdclass=build_commands(extensions),

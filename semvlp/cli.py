@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def _pretrain(args) -> int:
 def _synth(args) -> int:
     from .data.synthetic import write_synthetic
 
-    counts = {"train": args.train, "val": args.val, "novel": args.novel}
+    counts = {"train": args.train, "val": args.val, "novel": args.novel, "test": args.test}
+    counts = {split: n for split, n in counts.items() if n}
     splits = write_synthetic(args.out, counts, seed=args.seed, feature_dim=args.feature_dim,
                              formats=tuple(args.formats.split(",")))
     sizes = ", ".join(f"{split} {len(images)} images / {sum(len(im.captions) for im in images)} captions / "
@@ -90,6 +92,158 @@ def _export(args) -> int:
 
     print(f"wrote {export_safetensors(args.checkpoints, args.out, args.tag)}")
     return 0
+
+
+def _vocab_beside(folder) -> Path | None:
+    """The vocab.txt a pretraining run or export keeps beside its weights, if any."""
+    if folder is None:
+        return None
+    for candidate in (Path(folder) / "vocab.txt", Path(folder) / "export" / "vocab.txt"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _bad_records(args):
+    from .data.records import BadRecords
+
+    return BadRecords(skip=args.skip_bad_records)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _finetune(args) -> int:
+    from .train.downstream import TaskData, format_metrics, run_finetune, tokenizer_for
+    from .train.finetune import FinetuneOptions, load_pretrained
+
+    if args.init is None and args.model_config is None:
+        raise SystemExit("semvlp finetune: pass --init (a pretraining export) or --model-config (train from scratch)")
+    if args.init:
+        config, state = load_pretrained(args.init)
+    else:
+        from .model import SemVLPConfig
+
+        config, state = SemVLPConfig.load(args.model_config), None
+    vocab = args.vocab or _vocab_beside(args.init)
+    data = TaskData(args.data, tokenizer_for(config, vocab), config.visual_feat_dim, args.feature_format,
+                    _bad_records(args))
+    options = FinetuneOptions(args.task, args.mode, args.steps, args.batch_size, args.lr, args.warmup_steps,
+                              args.weight_decay, seed=args.seed)
+    results = run_finetune(options, data, config, state, args.output, args.train_split, tuple(args.eval_splits),
+                           args.max_answers, args.eval_batch_size, args.retrieval_images, _device())
+    print(f"{args.task} ({args.mode}-stream) after {args.steps} steps:\n{format_metrics(results)}")
+    print(f"model, finetune.json, metrics.jsonl and results.json in {args.output}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .train.downstream import TaskData, evaluate, format_metrics, tokenizer_for
+    from .train.finetune import load_finetuned
+
+    model, options = load_finetuned(args.model, _device())
+    data = TaskData(args.data, tokenizer_for(model.config, args.vocab or _vocab_beside(args.model)),
+                    model.config.visual_feat_dim, args.feature_format, _bad_records(args))
+    results = {split: evaluate(model, options, data, split, args.batch_size, args.retrieval_images)
+               for split in args.splits}
+    print(f"{options.task} ({options.mode}-stream):\n{format_metrics(results)}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _easy_vqa(args) -> int:
+    from .data.easy_vqa import write_easy_vqa
+
+    try:
+        counts = write_easy_vqa(args.out, args.feature_dim, tuple(args.formats.split(",")), args.limit)
+    except ImportError as err:
+        print(f"semvlp data easy-vqa: {err}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{split} {sum(c.values())} questions" for split, c in counts.items())
+    print(f"wrote {args.out}: easy-VQA {sizes}; features as {args.formats}")
+    return 0
+
+
+def _ablation(args) -> int:
+    from .train.ablation import AblationSetup, run_ablation
+
+    setup = AblationSetup(**{k: v for k, v in vars(args).items() if k in AblationSetup.__dataclass_fields__})
+    rows = run_ablation(setup)
+    print((Path(setup.reports) / "ablation.md").read_text())
+    print(f"{len(rows)} runs; reports in {setup.reports} (ablation.json, ablation.md, ablation.png)")
+    return 0
+
+
+def _add_finetune(commands) -> None:
+    p = commands.add_parser("finetune", help="fine-tune a downstream task (qa, itm, nlvr2) from a pretraining export")
+    p.add_argument("--task", choices=("qa", "itm", "nlvr2"), required=True,
+                   help="qa: VQA-style answers (BCE over soft scores); itm: image-text matching and retrieval; "
+                        "nlvr2: a statement about two images, true or false")
+    p.add_argument("--data", required=True, help="data folder in the real formats (semvlp data synth / easy-vqa)")
+    p.add_argument("--init", help="pretraining export (OUTPUT/export of semvlp pretrain --export) or run folder")
+    p.add_argument("--model-config", help="without --init: model config JSON to train from scratch")
+    p.add_argument("--vocab", help="WordPiece vocab.txt (default: the one beside --init)")
+    p.add_argument("--output", required=True, help="folder for model.safetensors, finetune.json, metrics, results")
+    p.add_argument("--mode", choices=("single", "two"), default="single", help="stream mode to fine-tune and run in")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0, help="new heads, data order and dropout")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--eval-splits", nargs="+", default=["val"], help="splits evaluated at the end")
+    p.add_argument("--max-answers", type=int, default=3129, help="qa: answer vocabulary size (most common first)")
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--retrieval-images", type=int, default=100, help="itm: images in the retrieval pool")
+    p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
+    p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
+    p.set_defaults(run=_finetune)
+
+    e = commands.add_parser("eval", help="evaluate a fine-tuned model on splits of a data folder")
+    e.add_argument("--model", required=True, help="a semvlp finetune output folder")
+    e.add_argument("--data", required=True, help="data folder in the real formats")
+    e.add_argument("--splits", nargs="+", default=["test"])
+    e.add_argument("--vocab", help="WordPiece vocab.txt (default: the one beside the model)")
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--retrieval-images", type=int, default=100, help="itm: images in the retrieval pool")
+    e.add_argument("--out", help="write the results as JSON here")
+    e.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
+    e.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
+    e.set_defaults(run=_eval)
+
+
+def _add_ablation(commands) -> None:
+    from .train.ablation import SCHEDULES, AblationSetup
+
+    d = AblationSetup()
+    p = commands.add_parser("ablation", help="pretrain single-only, two-only and alternating with the same budget "
+                                             "and seeds, fine-tune and evaluate each, write reports")
+    p.add_argument("--output", default=d.output, help="runs and the synthetic data folder")
+    p.add_argument("--reports", default=d.reports, help="folder for ablation.json, ablation.md, ablation.png")
+    p.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=d.schedules)
+    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
+    p.add_argument("--model-config", default=d.model_config)
+    p.add_argument("--deepspeed-config", default=d.deepspeed_config)
+    p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps, help="the same for every schedule")
+    p.add_argument("--micro-batch-size", type=int, default=d.micro_batch_size, help="pretraining batch")
+    p.add_argument("--lr", type=float, default=d.lr, help="pretraining peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--qa-steps", type=int, default=d.qa_steps, help="QA fine-tuning steps per mode")
+    p.add_argument("--qa-lr", type=float, default=d.qa_lr, help="fine-tuning learning rate (QA and NLVR2)")
+    p.add_argument("--nlvr2-steps", type=int, default=d.nlvr2_steps, help="NLVR2-style fine-tuning steps (0: skip)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="fine-tuning batch")
+    p.add_argument("--train-scenes", type=int, default=d.train_scenes)
+    p.add_argument("--held-out-scenes", type=int, default=d.held_out_scenes, help="val and novel scenes each")
+    p.add_argument("--test-scenes", type=int, default=d.test_scenes)
+    p.add_argument("--data-seed", type=int, default=d.data_seed)
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    p.add_argument("--retrieval-images", type=int, default=d.retrieval_images)
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.set_defaults(run=_ablation)
 
 
 def _add_pretrain(commands) -> None:
@@ -135,6 +289,7 @@ def _add_data(commands) -> None:
     synth.add_argument("--train", type=int, default=4000, help="training images")
     synth.add_argument("--val", type=int, default=400, help="held-out images of the training distribution")
     synth.add_argument("--novel", type=int, default=400, help="held-out images with held-out colour-shape combos")
+    synth.add_argument("--test", type=int, default=0, help="downstream test images (pretraining never reads them)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--feature-dim", type=int, default=64, help="region feature size (hand features, zero-padded)")
     synth.add_argument("--formats", default="tsv", help="comma-separated feature formats: tsv,h5,npz")
@@ -146,6 +301,12 @@ def _add_data(commands) -> None:
     vocab.add_argument("--vocab-size", type=int, default=8000)
     vocab.add_argument("--min-frequency", type=int, default=1)
     vocab.set_defaults(run=_vocab)
+    easy = data.add_parser("easy-vqa", help="write easy-VQA (from the easy-vqa package) in the real formats")
+    easy.add_argument("--out", required=True, help="data folder to write")
+    easy.add_argument("--feature-dim", type=int, default=64, help="region feature size (hand features, zero-padded)")
+    easy.add_argument("--formats", default="tsv", help="comma-separated feature formats: tsv,h5,npz")
+    easy.add_argument("--limit", type=int, help="only the first N images of each split")
+    easy.set_defaults(run=_easy_vqa)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     _add_pretrain(commands)
     _add_data(commands)
+    _add_finetune(commands)
+    _add_ablation(commands)
     export = commands.add_parser("export", help="checkpoint -> model.safetensors (DeepSpeed's zero_to_fp32)")
     export.add_argument("--checkpoints", required=True, help="OUTPUT/checkpoints of a run")
     export.add_argument("--tag", help="checkpoint folder name (default: the latest)")

@@ -4,8 +4,11 @@
 
     DIR/features.tsv | features.h5 | features_npz/    region features of every split's images
     DIR/captions_<split>.json                         COCO captions
-    DIR/vqa_questions_<split>.json                    VQA questions (optional, with the next file)
+    DIR/vqa_questions_<split>.json                    VQA questions (with the next file)
     DIR/vqa_annotations_<split>.json                  VQA annotations
+    DIR/nlvr2_<split>.json                            NLVR2 statements about pairs of images (`load_pairs`)
+
+A split needs captions, questions or both.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import open_features, read_coco_captions, read_vqa
-from .records import BadRecords, ImageRecord, TextRecord
+from .formats import open_features, read_coco_captions, read_nlvr2, read_vqa
+from .records import BadRecords, ImageRecord, PairRecord, TextRecord
 
 
 class MemoryFeatures:
@@ -57,10 +60,22 @@ def load_corpus(folder, split: str, features=None, fmt: str | None = None, bad: 
     bad = bad or BadRecords()
     features = features if features is not None else open_features(folder, fmt, bad, feature_dim)
     captions = folder / f"captions_{split}.json"
-    if not captions.exists():
-        raise ValueError(f"folder: expected {captions.name} in {folder} for the {split!r} split")
-    texts, twins = read_coco_captions(captions, features, bad)
     questions, answers = folder / f"vqa_questions_{split}.json", folder / f"vqa_annotations_{split}.json"
+    if not (captions.exists() or questions.exists() or answers.exists()):
+        raise ValueError(f"folder: expected {captions.name} or {questions.name} with {answers.name} in {folder} "
+                         f"for the {split!r} split")
+    texts, twins = read_coco_captions(captions, features, bad) if captions.exists() else ([], {})
     if questions.exists() or answers.exists():
         texts += read_vqa(questions, answers, features, bad)
     return Corpus(features, texts, twins)
+
+
+def load_pairs(folder, split: str, features, bad: BadRecords | None = None) -> list[PairRecord]:
+    """The NLVR2 statements of a split (DIR/nlvr2_<split>.json) whose images are in `features`."""
+    path = Path(folder) / f"nlvr2_{split}.json"
+    if not path.exists():
+        raise ValueError(f"folder: expected {path.name} in {folder} for the {split!r} split")
+    pairs = read_nlvr2(path, features, bad)
+    if not pairs:
+        raise ValueError(f"{path}: no usable statement")
+    return pairs

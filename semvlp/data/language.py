@@ -220,6 +220,17 @@ class SceneLanguage:
         return out
 
 
+def hard_negative_types(kind: str, count: int) -> list[str]:
+    """What changed in each hard negative of a caption of `kind` (in the order the captions list them):
+    colour (a colour swapped for an absent one), binding (two objects' colours exchanged), relation (flipped),
+    count (off by one), absence (a present object claimed absent)."""
+    types = {"object": ["colour"], "relation": ["relation"], "count": ["count"], "absence": ["absence"],
+             "pair": ["binding", "colour"] if count == 2 else ["colour"]}.get(kind)
+    if types is None or len(types) != count:
+        raise ValueError(f"kind: a {kind!r} caption with {count} hard negatives is not one the generator makes")
+    return types
+
+
 def holds(meaning, colours: list[str], shapes: list[str], boxes) -> bool:
     """Whether every clause of a caption's meaning is true of a scene given as per-object colours, shapes and
     pixel xyxy boxes. Clauses: ["exists", colour, shape], ["absent", colour, shape], ["count", shape, n],

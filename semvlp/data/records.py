@@ -92,8 +92,20 @@ class TextRecord:
     image_id: str
     text: str
     kind: str                                    # "caption" | "question"
-    answer: str | None = None                    # questions: the answer
+    answer: str | None = None                    # questions: the answer (the most common human answer)
     category: str | None = None                  # caption granularity or question category
     hard_negatives: tuple[str, ...] = ()         # captions made false by one change
     attribute_spans: tuple[tuple[int, int], ...] = field(default=())  # grounded colour words (char spans)
     meaning: tuple = ()                          # synthetic captions: clauses `language.holds` can check
+    answers: tuple[str, ...] = ()                # questions: every human answer (VQA has ten), for the VQA score
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """An NLVR2-style example: a statement about two images, true or false."""
+
+    identifier: str
+    text: str
+    left_image_id: str
+    right_image_id: str
+    label: bool

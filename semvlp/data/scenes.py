@@ -139,13 +139,21 @@ def _hue_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return hue * 60.0, np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0), high
 
 
-def hand_features(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def foreground_mask(pixels: np.ndarray, background=BACKGROUND) -> np.ndarray:
+    """(h, w) bool: pixels of an (h, w, 3) uint8 array that differ from the background colour (a grey level or
+    an RGB triple) by more than 0.15 in some channel."""
+    difference = np.abs(pixels.astype(np.float32) - np.asarray(background, np.float32)) / 255.0
+    return difference.max(axis=-1) > 0.15
+
+
+def hand_features(image: np.ndarray, box: tuple[int, int, int, int], background=BACKGROUND) -> np.ndarray:
     """(HAND_FEATURE_DIM,) float32 colour statistics and shape cues of the pixels inside a pixel xyxy box:
     mean RGB (3), a saturation-weighted hue histogram (16 bins, red centred on bin 0), mean saturation and
-    value (2), the fraction of the box the shape fills (1) and its 6x7 occupancy grid (42)."""
+    value (2), the fraction of the box the shape fills (1) and its 6x7 occupancy grid (42). Shape pixels are
+    those that differ from `background` (see `foreground_mask`)."""
     x1, y1, x2, y2 = box
     crop = image[y1:y2, x1:x2].astype(np.float32) / 255.0
-    mask = np.abs(crop - BACKGROUND / 255.0).max(axis=-1) > 0.15
+    mask = foreground_mask(image[y1:y2, x1:x2], background)
     pixels = crop[mask] if mask.any() else crop.reshape(-1, 3)
     hue, saturation, value = _hue_saturation_value(pixels)
     bins = (((hue + 360 / HUE_BINS / 2) % 360) // (360 / HUE_BINS)).astype(np.int64)

@@ -1,6 +1,7 @@
-"""The embedded synthetic dataset: seeded scenes, their region features, captions and questions, in three
-splits (train; val = new scenes of the same distribution; novel = scenes with held-out colour-shape
-combinations), kept in memory or written out in the real formats.
+"""The embedded synthetic dataset: seeded scenes, their region features, captions, questions and NLVR2-style
+statements about pairs of scenes, in four splits (train; val = new scenes of the same distribution; novel =
+scenes with held-out colour-shape combinations; test = new scenes for downstream evaluation, which pretraining
+never reads), kept in memory or written out in the real formats.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import Corpus, MemoryFeatures
-from .formats import FEATURE_FORMATS, write_coco_captions, write_features, write_vqa
+from .formats import FEATURE_FORMATS, write_coco_captions, write_features, write_nlvr2, write_vqa
 from .language import Caption, Question, SceneLanguage
+from .paired import paired_statements
 from .records import ImageRecord, TextRecord
 from .scenes import COLOURS, HAND_FEATURE_DIM, IMAGE_SIZE, SHAPES, Scene, binding_twin, region_features, render, \
     sample_scene
 
-SPLITS = ("train", "val", "novel")
+SPLITS = ("train", "val", "novel", "test")
 # Image ids are integers (as in COCO); each split has its own range.
-_ID_BASE = {"train": 0, "val": 10_000_000, "novel": 20_000_000}
+_ID_BASE = {"train": 0, "val": 10_000_000, "novel": 20_000_000, "test": 30_000_000}
+# Every synthetic question has one true answer, given by as many annotators as VQA has.
+HUMAN_ANSWERS = 10
 _COLOUR_INDEX = {c: i for i, c in enumerate(COLOURS)}
 
 
@@ -74,13 +78,15 @@ def to_corpus(images: list[SyntheticImage]) -> Corpus:
     texts = [TextRecord(im.record.image_id, c.text, "caption", category=c.kind, hard_negatives=tuple(c.hard_negatives),
                         attribute_spans=tuple(tuple(s) for s in c.attribute_spans), meaning=_frozen(c.meaning))
              for im in images for c in im.captions]
-    texts += [TextRecord(im.record.image_id, q.text, "question", answer=q.answer, category=q.category)
-              for im in images for q in im.questions]
+    texts += [TextRecord(im.record.image_id, q.text, "question", answer=q.answer, category=q.category,
+                         answers=(q.answer,) * HUMAN_ANSWERS) for im in images for q in im.questions]
     twins = {im.record.image_id: im.twin for im in images if im.twin is not None}
     return Corpus(MemoryFeatures([im.record for im in images]), texts, twins)
 
 
-def write_split(folder: Path, split: str, images: list[SyntheticImage]) -> None:
+def write_split(folder: Path, split: str, images: list[SyntheticImage], seed: int = 0) -> None:
+    """captions_<split>.json, vqa_{questions,annotations}_<split>.json and nlvr2_<split>.json (statements about
+    pairs of this split's scenes, seeded by `seed`)."""
     coco_images = [{"id": int(im.record.image_id), "width": im.record.width, "height": im.record.height,
                     "file_name": f"{im.record.image_id}.png",
                     "semvlp_binding_twin": None if im.twin is None else int(im.twin)} for im in images]
@@ -91,12 +97,15 @@ def write_split(folder: Path, split: str, images: list[SyntheticImage]) -> None:
     write_coco_captions(folder / f"captions_{split}.json", coco_images, annotations)
     items = [{"image_id": int(im.record.image_id), "question": q.text, "answer": q.answer, "category": q.category}
              for im in images for q in im.questions]
-    write_vqa(folder / f"vqa_questions_{split}.json", folder / f"vqa_annotations_{split}.json", items)
+    write_vqa(folder / f"vqa_questions_{split}.json", folder / f"vqa_annotations_{split}.json", items, HUMAN_ANSWERS)
+    if len(images) >= 2:
+        write_nlvr2(folder / f"nlvr2_{split}.json", paired_statements(split, [im.record for im in images], seed))
 
 
 def write_synthetic(folder, counts: dict[str, int], seed: int = 0, feature_dim: int = HAND_FEATURE_DIM,
                     formats: tuple[str, ...] = ("tsv",)) -> dict[str, list[SyntheticImage]]:
-    """Writes every split's captions and questions, and all images' features in each of `formats`."""
+    """Writes every split's captions, questions and paired statements, and all images' features in each of
+    `formats`."""
     unknown = [f for f in formats if f not in FEATURE_FORMATS]
     if unknown or not formats:
         raise ValueError(f"formats: expected some of {list(FEATURE_FORMATS)}, got {list(formats)}")
@@ -104,7 +113,7 @@ def write_synthetic(folder, counts: dict[str, int], seed: int = 0, feature_dim: 
     folder.mkdir(parents=True, exist_ok=True)
     splits = {split: generate_split(split, n, seed, feature_dim) for split, n in counts.items()}
     for split, images in splits.items():
-        write_split(folder, split, images)
+        write_split(folder, split, images, seed)
     records = [im.record for images in splits.values() for im in images]
     for fmt in formats:
         write_features(folder, fmt, records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -164,7 +165,9 @@ def _pretrain(args, env) -> dict:
     if env.is_main:
         if args.export:
             path = export_safetensors(out / "checkpoints", out / "export")
-            logger.info("exported fp32 weights to %s", path)
+            # The vocab travels with the weights: fine-tuning reads it from there.
+            shutil.copyfile(tokenizer.vocab_path, path.parent / "vocab.txt")
+            logger.info("exported fp32 weights and the vocab to %s", path.parent)
         plot_curves(out)
         if results:
             (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
