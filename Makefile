@@ -11,7 +11,7 @@ CSRC := $(shell find csrc -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h
 export SEMVLP_CUDA_ARCHS ?= 90
 export MAX_JOBS ?= 2
 
-.PHONY: pretrain test
+.PHONY: pretrain test ablation easy-vqa
 
 $(INSTALLED): requirements-dev.txt setup.py $(CSRC)
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -43,3 +43,19 @@ pretrain: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest -q
+
+# Downstream (README: Downstream tasks and the ablation). One thread per process: on a shared two-core machine
+# a second OpenMP thread mostly waits for a busy core.
+ABLATION ?= runs/ablation
+EASY_VQA ?= runs/easy_vqa
+# The pretraining easy-VQA fine-tunes from: the ablation's alternating run (make ablation first), or runs/pretrain.
+EASY_VQA_INIT ?= $(ABLATION)/alternate_seed0/pretrain
+EASY_VQA_STEPS ?= 1500
+
+ablation: $(INSTALLED)
+	OMP_NUM_THREADS=1 $(PYTHON) -m semvlp.cli ablation --output $(ABLATION) --reports reports
+
+easy-vqa: $(INSTALLED)
+	OMP_NUM_THREADS=1 $(PYTHON) -m semvlp.cli data easy-vqa --out $(EASY_VQA)/data && \
+	OMP_NUM_THREADS=1 $(PYTHON) -m semvlp.cli finetune --task qa --data $(EASY_VQA)/data --init $(EASY_VQA_INIT) \
+		--output $(EASY_VQA)/qa --steps $(EASY_VQA_STEPS) --lr 1e-3 --eval-splits test --report reports/easy_vqa.json

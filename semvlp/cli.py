@@ -135,6 +135,13 @@ def _finetune(args) -> int:
                            args.max_answers, args.eval_batch_size, args.retrieval_images, _device())
     print(f"{args.task} ({args.mode}-stream) after {args.steps} steps:\n{format_metrics(results)}")
     print(f"model, finetune.json, metrics.jsonl and results.json in {args.output}")
+    if args.report:
+        report = {f"{split}_accuracy": metrics["accuracy"] for split, metrics in results.items()}
+        report.update(results=results, task=args.task, mode=args.mode, data=args.data, init=args.init,
+                      steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.report}")
     return 0
 
 
@@ -201,6 +208,7 @@ def _add_finetune(commands) -> None:
     p.add_argument("--retrieval-images", type=int, default=100, help="itm: images in the retrieval pool")
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
     p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
+    p.add_argument("--report", help="also write <split>_accuracy of every eval split and the set-up to this JSON")
     p.set_defaults(run=_finetune)
 
     e = commands.add_parser("eval", help="evaluate a fine-tuned model on splits of a data folder")
