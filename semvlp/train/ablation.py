@@ -43,12 +43,12 @@ class AblationSetup:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     model_config: str = "configs/model/tiny.json"
     deepspeed_config: str = "configs/deepspeed/zero2_bf16.json"
-    pretrain_steps: int = 800
+    pretrain_steps: int = 1000
     micro_batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 50
-    qa_steps: int = 300
-    qa_lr: float = 1e-4
+    qa_steps: int = 500
+    qa_lr: float = 1e-3
     nlvr2_steps: int = 0
     batch_size: int = 64
     train_scenes: int = 4000
