@@ -147,9 +147,14 @@ def _finetune(args) -> int:
 
 def _eval(args) -> int:
     from .train.downstream import TaskData, evaluate, format_metrics, tokenizer_for
-    from .train.finetune import load_finetuned
+    from .train.finetune import FinetuneOptions, init_model, load_finetuned, load_pretrained
 
-    model, options = load_finetuned(args.model, _device())
+    if (Path(args.model) / "finetune.json").is_file():
+        model, options = load_finetuned(args.model, _device())
+    else:
+        # A pretraining export: its ITM head, as pretrained, is the matching and retrieval model.
+        config, state = load_pretrained(args.model)
+        model, options = init_model("itm", config, state, None, 0).to(_device()), FinetuneOptions("itm", args.mode)
     data = TaskData(args.data, tokenizer_for(model.config, args.vocab or _vocab_beside(args.model)),
                     model.config.visual_feat_dim, args.feature_format, _bad_records(args))
     results = {split: evaluate(model, options, data, split, args.batch_size, args.retrieval_images)
@@ -212,7 +217,10 @@ def _add_finetune(commands) -> None:
     p.set_defaults(run=_finetune)
 
     e = commands.add_parser("eval", help="evaluate a fine-tuned model on splits of a data folder")
-    e.add_argument("--model", required=True, help="a semvlp finetune output folder")
+    e.add_argument("--model", required=True, help="a semvlp finetune output folder, or a pretraining export "
+                                                   "(evaluated as image-text matching with its pretrained ITM head)")
+    e.add_argument("--mode", choices=("single", "two"), default="single",
+                   help="stream mode for a pretraining export (a fine-tuned model runs in its own)")
     e.add_argument("--data", required=True, help="data folder in the real formats")
     e.add_argument("--splits", nargs="+", default=["test"])
     e.add_argument("--vocab", help="WordPiece vocab.txt (default: the one beside the model)")

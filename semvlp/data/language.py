@@ -19,6 +19,8 @@ from .scenes import COLOURS, SHAPES, Scene, SceneObject
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 FLIP = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 GRANULARITY = {"attribute": "fine", "existence": "fine", "count": "high", "relation": "high", "comparison": "high"}
+# What changed in a hard negative (see `hard_negative_types`).
+HARD_NEGATIVE_TYPES = ("colour", "binding", "relation", "count", "absence")
 
 
 @dataclass

@@ -54,7 +54,11 @@ def evaluate_qa(model, dataset: QuestionAnsweringDataset, mode: str, batch_size:
     logits, _ = run_model(model, dataset, mode, batch_size, desc)
     predictions = [dataset.answers.answers[i] for i in logits.argmax(-1).tolist()]
     humans = [dataset.human_answers(i) for i in range(len(dataset))]
-    categories = [q.category for q in dataset.questions]
+    return qa_metrics(predictions, humans, [q.category for q in dataset.questions])
+
+
+def qa_metrics(predictions: list[str], humans: list[Sequence[str]], categories: list[str | None]) -> dict[str, float]:
+    """The keys of `evaluate_qa` for given predictions."""
     per_type = vqa_accuracy(predictions, humans, [c if c is not None else "unknown" for c in categories])
     results = {"accuracy": per_type.pop("overall")}
     results.update(per_type)
@@ -110,14 +114,11 @@ def evaluate_retrieval(model, corpus: Corpus, tokenizer: WordPieceTokenizer, mod
     """Recall@k in both directions over a pool of the split's first `num_images` images (by id) and their
     captions (of `caption_kinds`, or all when None); every (caption, image) pair of the pool is scored by the
     matching model, `batch_size` pairs per forward pass."""
-    captions = [t for t in corpus.texts
-                if t.kind == "caption" and (caption_kinds is None or t.category in caption_kinds)]
-    pool = sorted({t.image_id for t in captions}, key=lambda i: (len(i), i))[:num_images]
+    captions, pool = retrieval_pool(corpus, num_images, caption_kinds)
     if len(pool) < max(ks):
         raise ValueError(f"num_images: the pool has {len(pool)} images with captions, fewer than the largest k "
                          f"({max(ks)})")
     column = {image_id: i for i, image_id in enumerate(pool)}
-    captions = [t for t in captions if t.image_id in column]
     token_ids = [e.ids for e in tokenizer.encode_batch([t.text for t in captions])]
     records = [corpus.features[i] for i in pool]
     progress = tqdm(total=len(captions) * len(pool), desc=desc, disable=desc is None, leave=False, unit="pair")
@@ -131,6 +132,16 @@ def evaluate_retrieval(model, corpus: Corpus, tokenizer: WordPieceTokenizer, mod
     progress.close()
     recall = recall_at_k(scores, [column[t.image_id] for t in captions], ks)
     return {f"{key.split('/')[0]}/R@{key.split('@')[1]}": value for key, value in recall.items()}
+
+
+def retrieval_pool(corpus: Corpus, num_images: int, caption_kinds: Sequence[str] | None = RETRIEVAL_CAPTION_KINDS):
+    """(captions, image ids) of the retrieval pool: the first `num_images` images by id that have captions of
+    `caption_kinds` (all kinds when None), and those captions."""
+    captions = [t for t in corpus.texts
+                if t.kind == "caption" and (caption_kinds is None or t.category in caption_kinds)]
+    pool = sorted({t.image_id for t in captions}, key=lambda i: (len(i), i))[:num_images]
+    chosen = set(pool)
+    return [t for t in captions if t.image_id in chosen], pool
 
 
 def evaluate_nlvr2(model, dataset: PairedReasoningDataset, mode: str, batch_size: int = 128,

@@ -1,5 +1,6 @@
-"""The ablation's reports: ablation.json (setup and one row per schedule and seed), ablation.md (mean ± standard
-deviation over seeds per schedule) and ablation.png (the same as bars, every seed as a dot)."""
+"""The ablation's reports: ablation.json (setup, the no-image reference, and one row per schedule and seed),
+ablation.md (mean ± standard deviation over seeds per schedule) and ablation.png (the same as bars, every seed as
+a dot, the reference as a dashed line)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def markdown(rows: list[dict], setup: dict) -> str:
+def markdown(rows: list[dict], setup: dict, reference: dict | None = None) -> str:
     summary = summarise(rows)
     schedules = list(summary)
     metrics = [m for m in QA_METRICS + MATCHING_METRICS if any(m in summary[s] for s in schedules)]
@@ -64,8 +65,10 @@ def markdown(rows: list[dict], setup: dict) -> str:
              f"Pretraining: {setup.get('pretrain_steps')} steps of {setup.get('micro_batch_size')} samples "
              f"per schedule ({setup.get('model_config')}); QA fine-tuning: {setup.get('qa_steps')} steps. "
              "ITM and retrieval use the pretrained matching head as it is; hard negatives: how often the true "
-             "caption outscores its hard negative.", "",
-             "| metric | " + " | ".join(schedules) + " |", "|---|" + "---|" * len(schedules)]
+             "caption outscores its hard negative. The no-image reference answers each question with the most "
+             "common training answer of its type, and is chance elsewhere.", "",
+             "| metric | " + " | ".join(schedules) + (" | no-image reference |" if reference else " |"),
+             "|---|" + "---|" * (len(schedules) + bool(reference))]
     for metric in metrics:
         cells = []
         for s in schedules:
@@ -76,6 +79,8 @@ def markdown(rows: list[dict], setup: dict) -> str:
         # Bold marks a schedule whose mean is strictly the highest; ties are left plain.
         best = [s for s, m in means.items() if m == top]
         cells = [f"**{c}**" if best == [s] and len(means) > 1 else c for c, s in zip(cells, schedules)]
+        if reference:
+            cells.append("-" if reference.get(metric) is None else f"{100 * reference[metric]:.1f}")
         lines.append(f"| {_label(metric)} | " + " | ".join(cells) + " |")
     lines += ["", "Per run (the mode is the one fine-tuned and reported, picked by QA accuracy on val):", "",
               "| schedule | seed | mode | QA | QA fine | QA high | ITM | t2i R@5 | i2t R@5 | minutes |",
@@ -87,7 +92,7 @@ def markdown(rows: list[dict], setup: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, reference: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,27 +113,33 @@ def plot(rows: list[dict], path: Path) -> None:
             for x, metric in zip(xs, metrics):
                 seeds = [100 * r[metric] for r in rows if r["schedule"] == schedule and r.get(metric) is not None]
                 ax.scatter([x] * len(seeds), seeds, s=8, color="black", zorder=3)
+        if reference:
+            marks = [(i, 100 * reference[m]) for i, m in enumerate(metrics) if reference.get(m) is not None]
+            ax.hlines([y for _, y in marks], [i - 0.45 for i, _ in marks], [i + 0.45 for i, _ in marks],
+                      colors="black", linestyles="dashed", linewidth=1, label="no-image reference")
         ax.set_xticks(range(len(metrics)))
         ax.set_xticklabels([m.replace("qa_acc_", "").replace("itm_hard_", "hard ") for m in metrics], rotation=30,
                            ha="right", fontsize=8)
         ax.set_ylabel("%")
         ax.set_ylim(0, 100)
         ax.set_title(title)
-        ax.legend(fontsize=8, ncol=len(schedules))
+        ax.legend(fontsize=8, ncol=len(schedules) + 1)
     fig.suptitle("pretraining schedule ablation (mean ± std over seeds, dots = seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_reports(rows: list[dict], setup: dict, folder) -> list[Path]:
-    """reports/ablation.json, ablation.md and ablation.png."""
+def write_reports(rows: list[dict], setup: dict, folder, reference: dict | None = None) -> list[Path]:
+    """reports/ablation.json, ablation.md and ablation.png; `reference` holds what a model that ignores the
+    image gets, per metric."""
     if not rows:
         raise ValueError("rows: expected at least one finished run, got none")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "ablation.json", folder / "ablation.md", folder / "ablation.png"]
-    paths[0].write_text(json.dumps({"setup": setup, "summary": summarise(rows), "rows": rows}, indent=2) + "\n")
-    paths[1].write_text(markdown(rows, setup))
-    plot(rows, paths[2])
+    report = {"setup": setup, "reference": reference, "summary": summarise(rows), "rows": rows}
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(markdown(rows, setup, reference))
+    plot(rows, paths[2], reference)
     return paths

@@ -9,6 +9,7 @@ For each (schedule, seed):
    retrieval recall); optionally fine-tune and evaluate NLVR2-style paired reasoning;
 3. the row reports the mode with the higher QA accuracy on val (the alternating schedule has two); test and
    novel never take part in a choice. Every mode's numbers stay in the row under "by_mode".
+The reports also give what a model that ignores the image would get (`reference`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..data.corpus import load_corpus
+from ..data.formats import open_features
+from ..data.language import HARD_NEGATIVE_TYPES
 from ..data.synthetic import write_synthetic
 from ..data.tokenizer import train_vocab
+from ..eval.baselines import answer_prior, retrieval_chance
 from ..eval.downstream import evaluate_itm, evaluate_retrieval
 from ..eval.report import write_reports
 from .downstream import TaskData, run_finetune, tokenizer_for
@@ -135,19 +140,36 @@ def _downstream(setup: AblationSetup, data_dir: Path, vocab: Path, pretrained: P
     return by_mode
 
 
+def _columns(qa: dict, qa_novel: dict, itm: dict, retrieval: dict) -> dict:
+    """Report columns from the metrics of evaluate_qa (test and novel), evaluate_itm and evaluate_retrieval."""
+    out = {"qa_acc": qa["accuracy"], "qa_acc_fine": qa.get("granularity/fine"),
+           "qa_acc_high": qa.get("granularity/high"), "qa_acc_novel": qa_novel["accuracy"], "itm_acc": itm["accuracy"]}
+    out.update({f"qa_acc_{k.split('/', 1)[1]}": v for k, v in qa.items() if k.startswith("type/")})
+    out.update({f"itm_hard_{k.split('/', 1)[1]}": v for k, v in itm.items() if k.startswith("hard/")})
+    out.update({f"{'t2i' if k.startswith('text') else 'i2t'}_R@{k.split('@')[1]}": v for k, v in retrieval.items()})
+    return out
+
+
+def reference(setup: AblationSetup, data: Path) -> dict:
+    """The columns a model that ignores the image would get: QA from the answer prior of each question
+    category, chance for matching, hard negatives, paired reasoning and retrieval."""
+    features = open_features(data)
+    train, test, novel = (load_corpus(data, split, features=features) for split in ("train", "test", "novel"))
+    hard = {f"hard/{kind}": 0.5 for kind in HARD_NEGATIVE_TYPES}
+    out = _columns(answer_prior(train, test), answer_prior(train, novel), {"accuracy": 0.5, **hard},
+                   retrieval_chance(test, setup.retrieval_images))
+    out["nlvr2_acc"] = 0.5
+    return out
+
+
 def row(schedule: str, seed: int, by_mode: dict, pretrain_results: dict, seconds: float) -> dict:
     """The report row of one pretrained model: the mode with the best val QA accuracy (the first listed on a
     tie), its test metrics flattened, and everything under "by_mode"."""
     mode = max(by_mode, key=lambda m: by_mode[m]["qa"]["val"]["accuracy"])
     chosen = by_mode[mode]
     qa = chosen["qa"]["test"]
-    out = {"schedule": schedule, "seed": seed, "mode": mode, "qa_acc": qa["accuracy"],
-           "qa_acc_fine": qa.get("granularity/fine"), "qa_acc_high": qa.get("granularity/high"),
-           "qa_acc_novel": chosen["qa"]["novel"]["accuracy"], "itm_acc": chosen["itm"]["accuracy"]}
-    out.update({f"qa_acc_{k.split('/', 1)[1]}": v for k, v in qa.items() if k.startswith("type/")})
-    out.update({f"itm_hard_{k.split('/', 1)[1]}": v for k, v in chosen["itm"].items() if k.startswith("hard/")})
-    out.update({f"{'t2i' if k.startswith('text') else 'i2t'}_R@{k.split('@')[1]}": v
-                for k, v in chosen["retrieval"].items()})
+    out = {"schedule": schedule, "seed": seed, "mode": mode}
+    out.update(_columns(qa, chosen["qa"]["novel"], chosen["itm"], chosen["retrieval"]))
     if "nlvr2" in chosen:
         out["nlvr2_acc"] = chosen["nlvr2"]["test"]["accuracy"]
     out.update({"pretrain_held_out": pretrain_results, "seconds": seconds, "by_mode": by_mode})
@@ -176,7 +198,7 @@ def run_ablation(setup: AblationSetup) -> list[dict]:
             row_path.write_text(json.dumps({"setup": _run_stamp(setup), "row": rows[-1]}, indent=2) + "\n")
             logger.info("%s seed %d: QA %.3f, ITM %.3f (%.0f s)", schedule, seed, rows[-1]["qa_acc"],
                         rows[-1]["itm_acc"], rows[-1]["seconds"])
-    write_reports(rows, asdict(setup), Path(setup.reports))
+    write_reports(rows, asdict(setup), Path(setup.reports), reference(setup, data))
     return rows
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 from pretrain_runs import REPO, environment
 
+from semvlp.cli import main
 from semvlp.eval.report import markdown, mean_std, summarise
 from semvlp.train.ablation import AblationSetup
 
@@ -36,13 +37,21 @@ def test_ablation_command_end_to_end(tmp_path):
         assert r["mode"] in r["by_mode"]
     assert report["setup"]["pretrain_steps"] == 3
     table = (reports / "ablation.md").read_text()
-    assert "| QA accuracy (test) |" in table and " ± " in table
+    assert "| QA accuracy (test) |" in table and " ± " in table and "no-image reference" in table
+    assert report["reference"]["itm_acc"] == 0.5 and 0.0 < report["reference"]["qa_acc"] < 1.0
     assert (reports / "ablation.png").stat().st_size > 10_000
     # Each schedule pretrained in the modes it names.
     log = (tmp_path / "runs" / "two_seed3" / "pretrain" / "metrics.jsonl").read_text().splitlines()
     assert {json.loads(line)["mode"] for line in log} == {"two"}
     log = (tmp_path / "runs" / "alternate_seed3" / "pretrain" / "metrics.jsonl").read_text().splitlines()
     assert {json.loads(line)["mode"] for line in log} == {"single", "two"}
+    # `semvlp eval` on a pretraining export repeats the row's matching and retrieval numbers.
+    out = tmp_path / "itm.json"
+    assert main(["eval", "--model", str(tmp_path / "runs" / "alternate_seed3" / "pretrain"), "--data",
+                 str(tmp_path / "runs" / "data"), "--splits", "test", "--mode", "two", "--retrieval-images", "10",
+                 "--out", str(out)]) == 0
+    two = rows[2]["by_mode"]["two"]
+    assert json.loads(out.read_text())["test"] == pytest.approx({**two["itm"], **two["retrieval"]})
 
 
 def test_mean_std_and_summary():
@@ -58,6 +67,9 @@ def test_mean_std_and_summary():
     table = markdown(rows, {})
     assert "| QA accuracy (test) | 30.0 ± 14.1 | **70.0 ± 0.0** |" in table
     assert "| ITM accuracy (test) | 50.0 ± 0.0 | 50.0 ± 0.0 |" in table  # a tie is not bold
+    table = markdown(rows, {}, reference={"qa_acc": 0.25})
+    assert "| QA accuracy (test) | 30.0 ± 14.1 | **70.0 ± 0.0** | 25.0 |" in table
+    assert "| ITM accuracy (test) | 50.0 ± 0.0 | 50.0 ± 0.0 | - |" in table
 
 
 def test_setup_checks_its_values():
