@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .formats import open_features, read_coco_captions, read_nlvr2, read_vqa
 from .records import BadRecords, ImageRecord, PairRecord, TextRecord
 
@@ -49,6 +51,21 @@ class Corpus:
     def __post_init__(self):
         if not self.texts:
             raise ValueError("texts: expected at least one caption or question, got none")
+
+    def feature_statistics(self, max_images: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """`feature_statistics` of this split's images."""
+        return feature_statistics(self.features, {t.image_id for t in self.texts}, max_images)
+
+
+def feature_statistics(features, image_ids, max_images: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation (float32) of the region features of these images, from at most
+    `max_images` of them taken evenly from the sorted ids (a large store is not read whole)."""
+    ids = sorted(image_ids)
+    if not ids:
+        raise ValueError("image_ids: expected at least one image, got none")
+    picked = ids[::max(1, -(-len(ids) // max_images))]
+    every = np.concatenate([features[i].features for i in picked]).astype(np.float64)
+    return every.mean(axis=0).astype(np.float32), every.std(axis=0).astype(np.float32)
 
 
 def load_corpus(folder, split: str, features=None, fmt: str | None = None, bad: BadRecords | None = None,

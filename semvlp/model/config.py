@@ -39,10 +39,12 @@ class SemVLPConfig:
     # Label spaces of the heads: region object classes and QA answers.
     num_region_labels: int = 1600
     num_qa_labels: int = 9500
-    # Pretraining tasks: on/off switches and loss weights (LXMERT lineage: visual losses weighted 1/0.15).
+    # Pretraining tasks: on/off switches and loss weights. Every loss is a mean over its own targets (masked
+    # words, masked regions, samples), so equal weights balance them. (LXMERT's 6.67 = 1/0.15 on its visual
+    # losses undoes a mean over all regions, masked or not; applied to a mean over masked regions only, it
+    # would let the region losses drown the rest.)
     tasks: dict[str, bool] = field(default_factory=lambda: {t: True for t in TASKS})
-    loss_weights: dict[str, float] = field(
-        default_factory=lambda: {"mlm": 1.0, "mrm_feat": 6.67, "mrm_label": 6.67, "itm": 1.0, "qa": 1.0})
+    loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in TASKS})
     # Kernel backend for every op ("auto" or a name from semvlp.backends()).
     backend: str = "auto"
 

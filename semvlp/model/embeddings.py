@@ -32,10 +32,17 @@ class TextEmbeddings(nn.Module):
 
 class RegionEmbeddings(nn.Module):
     """LayerNorm(feature projection) and LayerNorm(box projection) averaged (as LXMERT), plus a learned
-    region-modality embedding, then LayerNorm and dropout."""
+    region-modality embedding, then LayerNorm and dropout.
+
+    Features are first standardised per dimension with the `feature_mean` and `feature_std` buffers (identity
+    until `set_feature_statistics` is called; saved with the weights). Hand-made or detector features mix
+    dimensions of very different scales; without this the largest ones dominate the projection at
+    initialisation and the model is slow to read the small ones (e.g. colour next to a shape's occupancy)."""
 
     def __init__(self, config: SemVLPConfig):
         super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(config.visual_feat_dim))
+        self.register_buffer("feature_std", torch.ones(config.visual_feat_dim))
         self.feature_projection = nn.Linear(config.visual_feat_dim, config.hidden_size)
         self.feature_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.box_projection = nn.Linear(config.visual_pos_dim, config.hidden_size)
@@ -50,8 +57,23 @@ class RegionEmbeddings(nn.Module):
         nn.init.normal_(self.feature_projection.bias, std=std)
         nn.init.normal_(self.box_projection.bias, std=std)
 
+    @torch.no_grad()
+    def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor, min_std: float = 1e-3) -> None:
+        """Standardise features with these per-dimension statistics from here on (std clamped to min_std, so a
+        constant dimension, e.g. zero padding, stays finite)."""
+        dim = self.feature_mean.numel()
+        for name, value in (("mean", mean), ("std", std)):
+            if tuple(value.shape) != (dim,):
+                raise ValueError(f"{name}: expected shape ({dim},) (visual_feat_dim), got {tuple(value.shape)}")
+            if not torch.isfinite(value).all():
+                raise ValueError(f"{name}: expected finite values")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp(min=min_std))
+
     def forward(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """features (total_regions, visual_feat_dim), boxes (total_regions, visual_pos_dim) -> (total_regions, hidden)."""
+        # In the features' dtype: engines that cast the module (DeepSpeed bf16) leave the buffers in fp32.
+        features = (features - self.feature_mean.to(features.dtype)) / self.feature_std.to(features.dtype)
         feature = self.feature_norm(self.feature_projection(features))
         box = self.box_norm(self.box_projection(boxes))
         return self.dropout(self.norm((feature + box) / 2 + self.modality_embedding))

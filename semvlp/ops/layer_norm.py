@@ -40,7 +40,9 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
 
     Args:
         x: (..., hidden), the sub-block's output before its bias (e.g. a matmul without bias).
-        residual: like x (same shape, dtype and device).
+        residual: same shape and device as x. Its float dtype may differ from x's (a float32 residual stream
+            with bfloat16 matmul outputs under autocast): the sum and the output then take the promoted dtype,
+            as `residual + x` would.
         weight, bias: optional (hidden,) LayerNorm affine parameters.
         x_bias: optional (hidden,) bias added to x before dropout (the sub-block's linear bias).
         dropout_p: dropout on (x + x_bias), applied as given (pass 0.0 in eval).
@@ -49,10 +51,10 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
         backend: as in `semvlp.ops.attention`.
 
     Returns:
-        out like x, or (out, prenorm_sum) when prenorm=True.
+        out, or (out, prenorm_sum) when prenorm=True, shaped like x in the promoted dtype of x and residual.
     """
     check_normalized_shape(x, weight, bias)
-    check_like("residual", residual, x, "x")
+    check_like("residual", residual, x, "x", same_dtype=False)
     if x_bias is not None:
         check_bias("x_bias", x_bias, x)
     check_probability("dropout_p", dropout_p)

@@ -77,7 +77,7 @@ def add_layer_norm(x, residual, weight, bias, *, x_bias=None, dropout_p=0.0, eps
 
     `dropout_mask`: bool like x, True = kept.
     """
-    dtype = x.dtype
+    dtype = torch.promote_types(x.dtype, residual.dtype)
     if upcast:
         x, residual = x.float(), residual.float()
         x_bias = None if x_bias is None else x_bias.float()

@@ -85,6 +85,9 @@ def _pretrain(args, env) -> dict:
 
     torch.manual_seed(args.seed)
     model = SemVLPForPretraining(config)
+    # Saved with the weights, so a resumed run, fine-tuning and the export standardise the same way.
+    mean, std = data.train.feature_statistics()
+    model.semvlp.region_embeddings.set_feature_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     engine = build_engine(model, run, alternating=schedule.kind == "alternate")
     checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=args.keep_checkpoints)
     start = 0

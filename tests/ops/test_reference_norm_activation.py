@@ -76,3 +76,29 @@ def test_bias_gelu_gradcheck_float64(approximate):
     x, bias = (t.requires_grad_() for t in (_randn(3, 5, dtype=torch.float64), _randn(5, dtype=torch.float64, seed=1)))
     fn = lambda x, b: reference.bias_gelu(x, b, approximate=approximate, upcast=False)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, bias), atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_add_layer_norm_with_a_float32_residual_and_bfloat16_input_promotes(backend):
+    """The autocast pattern: bf16 matmul output, fp32 residual stream; the result is fp32, as x + residual."""
+    from semvlp import ops
+
+    x, residual = _randn(4, 32).to(torch.bfloat16), _randn(4, 32, seed=1)
+    out = ops.add_layer_norm(x, residual, None, None, eps=1e-5, backend=backend)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, F.layer_norm(residual + x.float(), (32,), eps=1e-5), atol=FP32_ATOL, rtol=0)
+
+
+def test_the_model_trains_under_cpu_autocast():
+    from semvlp import SemVLPConfig, SemVLPForPretraining
+    from semvlp.data import random_batch
+
+    config = SemVLPConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=48, max_position_embeddings=32, cross_layers=[1], visual_feat_dim=12,
+                          max_regions=8, num_region_labels=7, num_qa_labels=5)
+    model = SemVLPForPretraining(config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(random_batch(config, 3, text_len=9, num_regions=4), mode="two")
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

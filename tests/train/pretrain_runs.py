@@ -28,11 +28,12 @@ def environment() -> dict:
     return env
 
 
-def tiny_config(folder: Path) -> Path:
-    """configs/model/tiny.json without dropout, so that runs with different rank layouts compute the same."""
+def tiny_config(folder: Path, dropout: float = 0.0) -> Path:
+    """configs/model/tiny.json with this dropout (none by default, so that runs with different rank layouts
+    compute the same)."""
     config = json.loads((REPO / "configs/model/tiny.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    path = folder / "tiny_no_dropout.json"
+    config.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    path = folder / f"tiny_dropout_{dropout}.json"
     path.write_text(json.dumps(config))
     return path
 

@@ -57,10 +57,12 @@ def _padded_reasons(q, k, attention_mask, **_inputs) -> list[str]:
     return reasons
 
 
-def _layer_norm_reasons(x, **_inputs) -> list[str]:
+def _layer_norm_reasons(x, residual=None, **_inputs) -> list[str]:
     reasons = _on_cuda("x", x)
     if x.dtype not in LAYER_NORM_DTYPES:
         reasons.append(f"cuda layer norm runs float32/float16/bfloat16, got {x.dtype}")
+    if residual is not None and residual.dtype != x.dtype:
+        reasons.append(f"x is {x.dtype} and residual {residual.dtype}: the kernel takes one dtype for both")
     if not 1 <= x.shape[-1] <= MAX_HIDDEN:
         reasons.append(f"cuda layer norm supports hidden sizes 1 to {MAX_HIDDEN}, got {x.shape[-1]}")
     return reasons

@@ -58,6 +58,8 @@ def _attention_reasons(q, **_inputs) -> list[str]:
 
 def _layer_norm_reasons(x, weight=None, bias=None, residual=None, x_bias=None, **_inputs) -> list[str]:
     reasons = _tensor_reasons(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias)
+    if residual is not None and residual.dtype != x.dtype:
+        reasons.append(f"x is {x.dtype} and residual {residual.dtype}: the kernel takes one dtype for both")
     if x.shape[-1] > MAX_HIDDEN:
         reasons.append(f"hidden size {x.shape[-1]} exceeds {MAX_HIDDEN}")
     return reasons
