@@ -248,6 +248,8 @@ def _add_ablation(commands) -> None:
     p.add_argument("--micro-batch-size", type=int, default=d.micro_batch_size, help="pretraining batch")
     p.add_argument("--lr", type=float, default=d.lr, help="pretraining peak learning rate")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--attribute-mask-rate", type=float, default=d.attribute_mask_rate,
+                   help="pretraining: share of matched captions with all attribute words masked")
     p.add_argument("--qa-steps", type=int, default=d.qa_steps, help="QA fine-tuning steps per mode")
     p.add_argument("--qa-lr", type=float, default=d.qa_lr, help="fine-tuning learning rate (QA and NLVR2)")
     p.add_argument("--nlvr2-steps", type=int, default=d.nlvr2_steps, help="NLVR2-style fine-tuning steps (0: skip)")

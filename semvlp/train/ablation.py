@@ -50,8 +50,9 @@ class AblationSetup:
     deepspeed_config: str = "configs/deepspeed/zero2_bf16.json"
     pretrain_steps: int = 1000
     micro_batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     warmup_steps: int = 50
+    attribute_mask_rate: float = 0.6
     qa_steps: int = 500
     qa_lr: float = 1e-3
     nlvr2_steps: int = 0
@@ -104,7 +105,8 @@ def _pretrain(setup: AblationSetup, data: Path, vocab: Path, schedule: str, seed
         "--vocab", str(vocab), "--deepspeed-config", setup.deepspeed_config, "--output", str(out),
         "--max-steps", str(setup.pretrain_steps), "--mode-schedule", schedule, "--seed", str(seed),
         "--micro-batch-size", str(setup.micro_batch_size), "--lr", str(setup.lr),
-        "--warmup-steps", str(setup.warmup_steps), "--checkpoint-every", str(setup.pretrain_steps),
+        "--warmup-steps", str(setup.warmup_steps), "--attribute-mask-rate", str(setup.attribute_mask_rate),
+        "--checkpoint-every", str(setup.pretrain_steps),
         "--keep-checkpoints", "1", "--eval-batch-size", str(setup.eval_batch_size), "--export"]
     environment = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARIABLES}
     log = out / "pretrain.log"

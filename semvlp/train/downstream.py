@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.corpus import load_corpus, load_pairs
+from ..data.corpus import feature_statistics, load_corpus, load_pairs
 from ..data.dataset import AnswerVocab
 from ..data.downstream import MatchingDataset, PairedReasoningDataset, QuestionAnsweringDataset, answer_vocab
 from ..data.formats import open_features
@@ -53,6 +53,13 @@ class TaskData:
 
     def answers(self, split: str, size: int) -> AnswerVocab:
         return answer_vocab(self.corpus(split), size)
+
+    def image_ids(self, task: str, split: str) -> set[str]:
+        """The images a task's split reads."""
+        if task == "nlvr2":
+            pairs = load_pairs(self.folder, split, self.features, self.bad)
+            return {i for p in pairs for i in (p.left_image_id, p.right_image_id)}
+        return {t.image_id for t in self.corpus(split).texts}
 
     def dataset(self, task: str, split: str, answers: AnswerVocab | None = None, seed: int = 0):
         if task == "qa":
@@ -93,6 +100,10 @@ def run_finetune(options: FinetuneOptions, data: TaskData, config: SemVLPConfig,
         options.answers = answers.answers
     dataset = data.dataset(options.task, train_split, answers, seed=options.seed)
     model = init_model(options.task, config, state_dict, len(answers) if answers else None, options.seed).to(device)
+    if state_dict is None:
+        # From scratch: standardise the region features as pretraining does (a pretrained model brings its own).
+        mean, std = feature_statistics(data.features, data.image_ids(options.task, train_split))
+        model.semvlp.region_embeddings.set_feature_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     logger.info("fine-tuning %s on %d %s examples for %d steps (%s-stream)", options.task, len(dataset), train_split,
                 options.steps, options.mode)
     finetune(model, dataset, options, output / "metrics.jsonl", progress)

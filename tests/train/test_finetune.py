@@ -10,6 +10,8 @@ import safetensors.torch
 import torch
 
 from semvlp.cli import main
+from semvlp.data.corpus import feature_statistics, load_corpus, load_pairs
+from semvlp.data.formats import open_features
 from semvlp.data.synthetic import write_synthetic
 from semvlp.data.tokenizer import train_vocab
 from semvlp.model import SemVLPConfig
@@ -69,6 +71,15 @@ def test_nlvr2_and_matching_finetunes_save_and_load(data, tmp_path, task):
     saved = safetensors.torch.load_file(str(tmp_path / task / "model.safetensors"))
     assert saved.keys() == model.state_dict().keys()
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    # From scratch, the region features are standardised with the statistics of the training images.
+    folder, _ = data
+    features = open_features(folder)
+    if task == "itm":
+        ids = {t.image_id for t in load_corpus(folder, "train", features=features).texts}
+    else:
+        ids = {i for p in load_pairs(folder, "train", features) for i in (p.left_image_id, p.right_image_id)}
+    mean, _ = feature_statistics(features, ids)
+    torch.testing.assert_close(saved["semvlp.region_embeddings.feature_mean"], torch.from_numpy(mean))
 
 
 def test_bad_setups_are_named(data, tmp_path):
