@@ -50,7 +50,7 @@ ABLATION ?= runs/ablation
 EASY_VQA ?= runs/easy_vqa
 # The pretraining easy-VQA fine-tunes from: the ablation's alternating run (make ablation first), or runs/pretrain.
 EASY_VQA_INIT ?= $(ABLATION)/alternate_seed0/pretrain
-EASY_VQA_STEPS ?= 1500
+EASY_VQA_STEPS ?= 3000
 
 ablation: $(INSTALLED)
 	OMP_NUM_THREADS=1 $(PYTHON) -m semvlp.cli ablation --output $(ABLATION) --reports reports
