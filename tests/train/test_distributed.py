@@ -3,7 +3,10 @@ global batches (twice the gradient accumulation), in fp32 and bf16, with alterna
 deepspeed and torchrun launchers both work; the data goes through the real readers (a written data folder)."""
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from semvlp import SemVLPConfig, SemVLPForPretraining
 from semvlp.data.synthetic import write_synthetic
 from tolerances import DISTRIBUTED_LOSS_RTOL
 
@@ -27,12 +30,21 @@ def test_two_ranks_match_one_process(setup, stage, launcher, precision):
     name = f"zero{stage}_{precision}"
     one, two = setup / f"one_{name}", setup / f"two_{name}"
     run("plain", 1, pretrain_args(setup / "data", tiny_config(setup), deepspeed_config(setup, name), one, STEPS, 2))
-    run(launcher, 2, pretrain_args(setup / "data", tiny_config(setup), deepspeed_config(setup, name), two, STEPS, 1))
+    run(launcher, 2, pretrain_args(setup / "data", tiny_config(setup), deepspeed_config(setup, name), two, STEPS, 1,
+                                   "--export"))
     ours, ref = losses(two), losses(one)
     assert [r["step"] for r in ours] == list(range(1, STEPS + 1))
     assert [r["mode"] for r in ours] == ["single", "two"] * (STEPS // 2)
     rtol = DISTRIBUTED_LOSS_RTOL[DTYPES[precision]]
     for a, b in zip(ours, ref):
         assert abs(a["loss"] - b["loss"]) <= rtol * abs(b["loss"]), (a["step"], a["loss"], b["loss"])
-    assert ours[-1]["loss"] < ours[0]["loss"]  # it trains
+    # It trains: weights moved from their initialisation (seed 0, as the run's), by no more than a few Adam steps
+    # of at most the peak LR each (a larger gap would mean another initialisation, not training).
+    torch.manual_seed(0)
+    initial = SemVLPForPretraining(SemVLPConfig.load(two / "config.json")).state_dict()
+    trained = load_file(str(two / "export" / "model.safetensors"))
+    for key in ("semvlp.encoder.layers.0.self_attention.qkv.weight",
+                "semvlp.encoder.layers.3.cross_attention.query.weight", "itm_head.weight"):
+        moved = (trained[key] - initial[key]).abs().max().item()
+        assert 0 < moved < STEPS * 2e-3 * 2, (key, moved)
     assert (two / "results.json").is_file() and (two / "curves.png").is_file()

@@ -1,5 +1,8 @@
 """Non-finite losses: after N consecutive steps the run stops with a message and exit status 1."""
 
+import json
+import math
+import re
 import subprocess
 
 import numpy as np
@@ -24,4 +27,10 @@ def test_consecutive_infinite_losses_stop_the_run_with_a_message(tmp_path):
     done = subprocess.run(command("plain", 1, args), cwd=REPO, env=environment(), capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 1, done.stderr[-3000:]
-    assert "stopping at step 3: the loss was NaN or infinite in 3 consecutive steps" in done.stderr
+    stop = re.search(r"stopping at step (\d+): the loss was NaN or infinite in 3 consecutive steps", done.stderr)
+    assert stop, done.stderr[-3000:]
+    # The run stops at the third non-finite step in a row (a batch without masked regions can still be finite).
+    logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == int(stop.group(1)) < 10
+    assert not any(math.isfinite(r["loss"]) for r in logged[-3:])
+    assert all(math.isfinite(r["loss"]) for r in logged[:-3])
