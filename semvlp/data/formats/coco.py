@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from ..records import BadRecords, TextRecord
-from .jsonfile import load_json
+from .jsonfile import image_and_text, load_json
 
 
 def read_coco_captions(path, image_ids, bad: BadRecords | None = None) -> tuple[list[TextRecord], dict[str, str]]:
@@ -24,19 +24,12 @@ def read_coco_captions(path, image_ids, bad: BadRecords | None = None) -> tuple[
     out = []
     for index, ann in enumerate(data["annotations"]):
         name = f"annotation {index}" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
-        if not isinstance(ann, dict) or ann.get("image_id") in (None, ""):
-            bad.report(path, name, "missing image id", "the annotation has no image_id")
+        checked = image_and_text(ann, image_ids, "caption", "annotation", bad, path, name)
+        if checked is None:
             continue
-        image_id = str(ann["image_id"])
-        if image_id not in image_ids:
-            bad.report(path, name, "missing image id", f"image id {image_id!r} has no region features")
-            continue
-        caption = ann.get("caption")
-        if not isinstance(caption, str) or not caption.strip():
-            bad.report(path, name, "empty caption", f"the caption is empty or missing ({caption!r})")
-            continue
+        image_id, caption = checked
         extra = ann.get("semvlp", {})
-        out.append(TextRecord(image_id, caption.strip(), "caption", category=extra.get("kind"),
+        out.append(TextRecord(image_id, caption, "caption", category=extra.get("kind"),
                               hard_negatives=tuple(extra.get("hard_negatives", ())),
                               attribute_spans=tuple(tuple(s) for s in extra.get("attribute_spans", ())),
                               meaning=tuple(tuple(c) for c in extra.get("meaning", ()))))

@@ -1,4 +1,4 @@
-"""Loading a JSON file with an error that names the file."""
+"""Loading a JSON file with an error that names the file; the checks every text record of one shares."""
 
 from __future__ import annotations
 
@@ -15,3 +15,20 @@ def load_json(path, top_keys: tuple[str, ...] | None):
     if top_keys is not None and (not isinstance(data, dict) or any(key not in data for key in top_keys)):
         raise ValueError(f"{path}: expected a JSON object with the keys {list(top_keys)}")
     return data
+
+
+def image_and_text(item, image_ids, text_key: str, record: str, bad, path, name: str) -> tuple[str, str] | None:
+    """(image id, stripped text) of a JSON `record` (e.g. "annotation") about one image, or None after reporting
+    it to `bad` as a "missing image id" (none, or one without region features) or an "empty <text_key>"."""
+    if not isinstance(item, dict) or item.get("image_id") in (None, ""):
+        bad.report(path, name, "missing image id", f"the {record} has no image_id")
+        return None
+    image_id = str(item["image_id"])
+    if image_id not in image_ids:
+        bad.report(path, name, "missing image id", f"image id {image_id!r} has no region features")
+        return None
+    text = item.get(text_key)
+    if not isinstance(text, str) or not text.strip():
+        bad.report(path, name, f"empty {text_key}", f"the {text_key} is empty or missing ({text!r})")
+        return None
+    return image_id, text.strip()

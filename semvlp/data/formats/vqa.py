@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ..records import BadRecords, TextRecord
-from .jsonfile import load_json
+from .jsonfile import image_and_text, load_json
 
 
 def read_vqa(questions_path, annotations_path, image_ids, bad: BadRecords | None = None) -> list[TextRecord]:
@@ -36,22 +36,15 @@ def read_vqa(questions_path, annotations_path, image_ids, bad: BadRecords | None
     for index, q in enumerate(questions):
         has_id = isinstance(q, dict) and "question_id" in q
         name = f"question {index}" + (f" (question_id {q['question_id']})" if has_id else "")
-        if not isinstance(q, dict) or q.get("image_id") in (None, ""):
-            bad.report(questions_path, name, "missing image id", "the question has no image_id")
+        checked = image_and_text(q, image_ids, "question", "question", bad, questions_path, name)
+        if checked is None:
             continue
-        image_id = str(q["image_id"])
-        if image_id not in image_ids:
-            bad.report(questions_path, name, "missing image id", f"image id {image_id!r} has no region features")
-            continue
-        text = q.get("question")
-        if not isinstance(text, str) or not text.strip():
-            bad.report(questions_path, name, "empty question", f"the question is empty or missing ({text!r})")
-            continue
+        image_id, text = checked
         if q.get("question_id") not in answers:
             bad.report(questions_path, name, "missing answer", "no annotation answers this question")
             continue
         answer, human, category = answers[q["question_id"]]
-        out.append(TextRecord(image_id, text.strip(), "question", answer=answer, category=category, answers=human))
+        out.append(TextRecord(image_id, text, "question", answer=answer, category=category, answers=human))
     return out
 
 
