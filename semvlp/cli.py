@@ -249,7 +249,7 @@ def _add_ablation(commands) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="pretraining peak learning rate")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--attribute-mask-rate", type=float, default=d.attribute_mask_rate,
-                   help="pretraining: share of matched captions with all attribute words masked")
+                   help="pretraining: share of captions with grounded colour words that are attribute samples")
     p.add_argument("--qa-steps", type=int, default=d.qa_steps, help="QA fine-tuning steps per mode")
     p.add_argument("--qa-lr", type=float, default=d.qa_lr, help="fine-tuning learning rate (QA and NLVR2)")
     p.add_argument("--nlvr2-steps", type=int, default=d.nlvr2_steps, help="NLVR2-style fine-tuning steps (0: skip)")
@@ -283,7 +283,8 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="data folder: which feature files to read")
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: bert-base-uncased's)")
     p.add_argument("--attribute-mask-rate", type=float, default=0.0,
-                   help="share of matched captions whose tagged attribute words are all masked (ERNIE-ViL style)")
+                   help="share of captions with grounded colour words that become attribute samples: all those "
+                        "words masked (ERNIE-ViL style), no ITM label")
     p.add_argument("--micro-batch-size", type=int, help="override train_micro_batch_size_per_gpu")
     p.add_argument("--gradient-accumulation-steps", type=int, help="override gradient_accumulation_steps")
     p.add_argument("--lr", type=float, help="override the peak learning rate")

@@ -18,44 +18,36 @@ REGION_MASK_RATE = 0.15
 class Collator:
     """Masks as BERT and LXMERT do: 15% of words (80% [MASK], 10% a random word, 10% kept) and 15% of regions
     (features zeroed). Words of mismatched pairs are masked too, so [MASK] says nothing about the ITM label,
-    but only matched pairs and questions contribute MLM targets.
-
-    `attribute_mask_rate` adds attribute prediction in the manner of ERNIE-ViL: that share of the matched
-    captions also has all its grounded attribute words replaced by [MASK] (captions without tagged attribute
-    words, e.g. real data, are unaffected). Such a sample leaves the ITM task (label -100): mismatched texts
-    have no tagged words, so a masked attribute would otherwise give its label away."""
+    but only matched pairs and questions contribute MLM targets. A sample's `masking` says which of these
+    apply (see Sample); "random_and_attributes" also replaces all its grounded colour words by [MASK]."""
 
     def __init__(self, mask_id: int, first_word_id: int, vocab_size: int, box_dim: int,
-                 word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE,
-                 attribute_mask_rate: float = 0.0):
+                 word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE):
         if not first_word_id < vocab_size:
             raise ValueError(f"first_word_id: expected below vocab_size {vocab_size}, got {first_word_id}")
-        for name, rate in (("word_mask_rate", word_mask_rate), ("region_mask_rate", region_mask_rate),
-                           ("attribute_mask_rate", attribute_mask_rate)):
+        for name, rate in (("word_mask_rate", word_mask_rate), ("region_mask_rate", region_mask_rate)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name}: expected a rate in [0, 1], got {rate}")
         self.mask_id, self.first_word_id, self.vocab_size = mask_id, first_word_id, vocab_size
         self.box_dim = box_dim
         self.word_mask_rate, self.region_mask_rate = word_mask_rate, region_mask_rate
-        self.attribute_mask_rate = attribute_mask_rate
 
-    def _mask_words(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """(input ids, masked positions with targets, their targets, ITM label)."""
-        ids, itm = sample.token_ids.copy(), sample.itm_label
+    def _mask_words(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input ids, masked positions with targets, their targets)."""
+        ids = sample.token_ids.copy()
         if sample.masking == "none":
-            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64), itm
+            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
         if sample.masking == "attributes":
             positions = sample.attribute_positions
             targets = ids[positions].copy()
             ids[positions] = self.mask_id
-            return ids, positions, targets, itm
+            return ids, positions, targets
         chosen = rng.random(len(ids)) < self.word_mask_rate
         chosen[[0, -1]] = False  # [CLS] and [SEP]
         action = rng.random(len(ids))
-        if len(sample.attribute_positions) and rng.random() < self.attribute_mask_rate:
+        if sample.masking == "random_and_attributes":
             chosen[sample.attribute_positions] = True
             action[sample.attribute_positions] = 0.0  # always [MASK]
-            itm = -100
         positions = np.flatnonzero(chosen)
         targets = ids[positions].copy()
         action = action[positions]
@@ -63,8 +55,8 @@ class Collator:
         randomised = positions[(action >= 0.8) & (action < 0.9)]
         ids[randomised] = rng.integers(self.first_word_id, self.vocab_size, size=len(randomised))
         if sample.itm_label == 0:
-            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64), itm
-        return ids, positions, targets, itm
+            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return ids, positions, targets
 
     def __call__(self, samples: list[Sample]) -> PretrainingBatch:
         if not samples:
@@ -73,13 +65,13 @@ class Collator:
         text_offset = region_offset = 0
         for sample in samples:
             rng = np.random.default_rng(list(sample.mask_seed))
-            words, positions, targets, itm_label = self._mask_words(sample, rng)
+            words, positions, targets = self._mask_words(sample, rng)
             ids.append(words)
-            itm.append(itm_label)
+            itm.append(sample.itm_label)
             mlm_pos.append(positions + text_offset)
             mlm_tgt.append(targets)
             features = sample.features.copy()
-            if sample.masking == "random":
+            if sample.masking.startswith("random"):
                 masked = np.flatnonzero(rng.random(len(features)) < self.region_mask_rate)
                 mrm_feat.append(features[masked].copy())
                 mrm_lab.append(sample.object_labels[masked])

@@ -36,7 +36,9 @@ class Sample:
     itm_label: int                   # 1 match, 0 mismatch, -100 not an ITM sample (questions)
     qa_label: int                    # answer index, -100 none
     mask_seed: tuple[int, ...]       # seeds the collate function's masking of this sample
-    masking: str = "random"          # "random" (15%, 80/10/10), "attributes" (exactly the colour words), "none"
+    # "random" (15% of words, 80/10/10, and 15% of regions), "random_and_attributes" (that, and every colour
+    # word [MASK]), "attributes" (exactly the colour words), "none"
+    masking: str = "random"
 
 
 class AnswerVocab:
@@ -74,17 +76,24 @@ def _token_positions(offsets: list[tuple[int, int]], spans) -> np.ndarray:
 class PretrainingDataset(torch.utils.data.Dataset):
     """Indexed by (epoch, text index).
 
-    purpose "train": captions are paired with a mismatching text half of the time (hard negatives included),
-    questions keep their image and carry their answer; words and regions are masked at random.
+    purpose "train": words and regions are masked at random. Questions keep their image and carry their answer.
+    A caption with grounded colour words is, with probability `attribute_mask_rate`, an attribute sample (in the
+    manner of ERNIE-ViL): its own image, all those words [MASK], and no ITM label, since a mismatching text has
+    no tagged words and the masks would give its label away. Every other caption is an ITM sample, paired with
+    a mismatching text half of the time (hard negatives included), so ITM stays balanced for every kind of
+    caption.
     "itm_eval": two samples per caption, its own (1) and a mismatching text (0), nothing masked.
     "attribute_eval": the captions with grounded colour words, their own image, exactly those words masked.
     """
 
     def __init__(self, corpus: Corpus, tokenizer: WordPieceTokenizer, answers: AnswerVocab, seed: int = 0,
-                 purpose: str = "train"):
+                 purpose: str = "train", attribute_mask_rate: float = 0.0):
         if purpose not in ("train", "itm_eval", "attribute_eval"):
             raise ValueError(f"purpose: expected 'train', 'itm_eval' or 'attribute_eval', got {purpose!r}")
+        if not 0.0 <= attribute_mask_rate <= 1.0:
+            raise ValueError(f"attribute_mask_rate: expected a rate in [0, 1], got {attribute_mask_rate}")
         self.corpus, self.answers, self.seed, self.purpose = corpus, answers, seed, purpose
+        self.attribute_mask_rate = attribute_mask_rate
         texts = corpus.texts
         if purpose != "train":
             texts = [t for t in texts if t.kind == "caption" and (purpose == "itm_eval" or t.attribute_spans)]
@@ -134,6 +143,8 @@ class PretrainingDataset(torch.utils.data.Dataset):
             text = self.texts[index]
             if text.kind == "question":
                 itm, qa_label = -100, self.answers.index(text.answer)
+            elif len(self.attribute_positions[index]) and rng.random() < self.attribute_mask_rate:
+                itm, masking = -100, "random_and_attributes"
             else:
                 itm = 0 if rng.random() < NEGATIVE_RATE else 1
         token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng)

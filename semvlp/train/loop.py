@@ -77,7 +77,8 @@ def _pretrain(args, env) -> dict:
     run = load_deepspeed_config(args.deepspeed_config, max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
                                 gradient_accumulation_steps=args.gradient_accumulation_steps, lr=args.lr,
                                 warmup_steps=args.warmup_steps)
-    dataset = PretrainingDataset(data.train, tokenizer, answers, seed=args.seed)
+    dataset = PretrainingDataset(data.train, tokenizer, answers, seed=args.seed,
+                                 attribute_mask_rate=args.attribute_mask_rate)
     micro, accumulation = run.micro_batch_size, run.gradient_accumulation_steps
     global_batch = micro * accumulation * env.world_size
     steps_per_epoch = len(dataset) // global_batch
@@ -106,8 +107,7 @@ def _pretrain(args, env) -> dict:
                     len(dataset), global_batch, micro, accumulation, env.world_size, run.zero_stage,
                     str(run.dtype).replace("torch.", ""), start, args.max_steps)
 
-    collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim,
-                        attribute_mask_rate=args.attribute_mask_rate)
+    collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
     eval_collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
     sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, args.seed, start,
                                 args.max_steps)

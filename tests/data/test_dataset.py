@@ -39,6 +39,28 @@ def test_half_of_the_captions_are_mismatched_and_those_are_false_for_the_image(s
     assert hard > 0 and checked > 0
 
 
+def test_attribute_samples_leave_itm_balanced_for_every_kind_of_caption(setup):
+    corpus, tokenizer, answers = setup
+    dataset = PretrainingDataset(corpus, tokenizer, answers, seed=2, attribute_mask_rate=0.8)
+    captions = [i for i, t in enumerate(dataset.texts) if t.kind == "caption"]
+    by_kind = {True: [], False: []}  # has grounded colour words or not
+    for epoch in range(8):
+        for i in captions:
+            sample = dataset[(epoch, i)]
+            tagged = len(dataset.attribute_positions[i]) > 0
+            by_kind[tagged].append(sample.itm_label)
+            if sample.masking == "random_and_attributes":
+                assert tagged and sample.itm_label == -100
+                assert np.array_equal(sample.token_ids, dataset.token_ids[i])
+                assert np.array_equal(sample.attribute_positions, dataset.attribute_positions[i])
+    tagged = np.array(by_kind[True])
+    assert abs((tagged == -100).mean() - 0.8) < 0.05
+    for labels in (tagged[tagged != -100], np.array(by_kind[False])):
+        assert abs(labels.mean() - 0.5) < 0.08  # as many matches as mismatches
+    with pytest.raises(ValueError, match="attribute_mask_rate"):
+        PretrainingDataset(corpus, tokenizer, answers, attribute_mask_rate=1.5)
+
+
 def test_questions_keep_their_image_and_carry_their_answer(setup):
     corpus, tokenizer, answers = setup
     dataset = PretrainingDataset(corpus, tokenizer, answers)
