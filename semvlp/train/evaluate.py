@@ -1,7 +1,8 @@
 """Held-out evaluation: image-text matching accuracy and masked-word accuracy on attribute (colour) words.
 
 ITM: every caption of the split with its own image and with a mismatching text (half hard negatives), nothing
-masked. Attribute MLM: the captions' grounded colour words (each names the colour of the one object of its
+masked; also per kind of caption where captions carry one (the synthetic data's object, pair, relation, count
+and absence), which shows whether the ITM head reads the image or only the kind of text. Attribute MLM: the captions' grounded colour words (each names the colour of the one object of its
 shape in the scene) are masked and predicted. Work is split across ranks and every rank runs the same number
 of forward passes, since under ZeRO-3 each forward gathers parameters from all ranks.
 """
@@ -20,12 +21,18 @@ from .engine import cast_inputs
 EVAL_SEED = 1234
 
 
+def _caption_kinds(dataset: PretrainingDataset) -> list[str]:
+    return sorted({t.category for t in dataset.texts if t.category})
+
+
 def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mode: str, batch_size: int,
                      rank: int, world: int, dtype, device) -> torch.Tensor:
-    """[itm correct, itm total, mlm correct, mlm total] summed over every rank."""
+    """[itm correct, itm total, mlm correct, mlm total, then itm correct and total for each of
+    `_caption_kinds(dataset)`] summed over every rank (ITM samples of an "itm_eval" dataset)."""
     indices = list(range(rank, len(dataset), world))
     per_rank = math.ceil(len(dataset) / world)
-    counts = torch.zeros(4, dtype=torch.float64)
+    kinds = {kind: i for i, kind in enumerate(_caption_kinds(dataset))}
+    counts = torch.zeros(4 + 2 * len(kinds), dtype=torch.float64)
     for b in range(math.ceil(per_rank / batch_size)):
         chunk = indices[b * batch_size:(b + 1) * batch_size]
         batch = collator([dataset[(0, i)] for i in (chunk or [0])])
@@ -35,8 +42,14 @@ def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mo
         labels = batch.itm_labels
         if out.itm_logits is not None:
             keep = labels != -100
-            counts[0] += (out.itm_logits.argmax(-1).cpu()[keep] == labels[keep]).sum().item()
+            correct = out.itm_logits.argmax(-1).cpu() == labels
+            counts[0] += correct[keep].sum().item()
             counts[1] += keep.sum().item()
+            for i, ok, kept in zip(chunk, correct.tolist(), keep.tolist()):
+                kind = dataset.texts[i // 2].category  # itm_eval: samples 2i and 2i+1 come from caption i
+                if kept and kind in kinds:
+                    counts[4 + 2 * kinds[kind]] += ok
+                    counts[5 + 2 * kinds[kind]] += 1
         if out.mlm_logits is not None and batch.mlm_targets.numel():
             counts[2] += (out.mlm_logits.argmax(-1).cpu() == batch.mlm_targets).sum().item()
             counts[3] += batch.mlm_targets.numel()
@@ -46,7 +59,8 @@ def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mo
 
 def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: Collator, modes: list[str],
              batch_size: int, rank: int, world: int, dtype, device) -> dict[str, float]:
-    """{"<split>/<mode>/itm_accuracy": ..., "<split>/<mode>/attribute_mlm_accuracy": ...} for each split."""
+    """{"<split>/<mode>/itm_accuracy": ..., "<split>/<mode>/attribute_mlm_accuracy": ...} for each split, and
+    "<split>/<mode>/itm_accuracy_<kind>" for each kind of caption."""
     results = {}
     was_training = engine.module.training
     engine.eval()
@@ -60,6 +74,9 @@ def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: 
             for mode in modes:
                 counts = _accuracy_counts(engine, itm, collator, mode, batch_size, rank, world, dtype, device)
                 results[f"{split}/{mode}/itm_accuracy"] = counts[0].item() / max(counts[1].item(), 1)
+                for i, kind in enumerate(_caption_kinds(itm)):
+                    correct, total = counts[4 + 2 * i].item(), counts[5 + 2 * i].item()
+                    results[f"{split}/{mode}/itm_accuracy_{kind}"] = correct / max(total, 1)
                 if attributes is not None:
                     counts = _accuracy_counts(engine, attributes, collator, mode, batch_size, rank, world, dtype,
                                               device)
@@ -69,14 +86,14 @@ def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: 
 
 
 def format_results(results: dict[str, float], sizes: dict[str, int]) -> str:
-    """A table: one row per split and metric, one column per mode."""
+    """A table: one row per split and headline metric (not the per-kind ITM), one column per mode."""
     modes = sorted({key.split("/")[1] for key in results}, key=["single", "two"].index)
     split_order = {"val": 0, "novel": 1}
-    rows = sorted({(key.split("/")[0], key.split("/")[2]) for key in results},
-                  key=lambda r: (split_order.get(r[0], 9), r[1] != "itm_accuracy"))
     names = {"itm_accuracy": "image-text matching", "attribute_mlm_accuracy": "masked attribute words"}
+    rows = sorted({(key.split("/")[0], key.split("/")[2]) for key in results if key.split("/")[2] in names},
+                  key=lambda r: (split_order.get(r[0], 9), r[1] != "itm_accuracy"))
     splits = {"val": "held-out scenes", "novel": "held-out colour-shape combinations"}
-    labels = [f"{names.get(metric, metric)}, {splits.get(split, split)} ({sizes.get(split, '?')} images)"
+    labels = [f"{names[metric]}, {splits.get(split, split)} ({sizes.get(split, '?')} images)"
               for split, metric in rows]
     width = max(len(label) for label in labels) + 2
     lines = [" " * width + "".join(f"{m + '-stream':>15}" for m in modes)]

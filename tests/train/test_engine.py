@@ -2,36 +2,18 @@
 checkpoint commit protocol, and activation checkpointing under the engine."""
 
 import json
-import os
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from semvlp.data import random_batch
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
 from semvlp.train.checkpoint import CheckpointManager, export_safetensors, latest_tag
-from semvlp.train.distributed import init_distributed, shutdown
 from semvlp.train.ds_config import load_deepspeed_config
 from semvlp.train.engine import build_engine
 from tolerances import FP32_ATOL
 
 from pretrain_runs import REPO, deepspeed_config
-
-_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-@pytest.fixture(scope="module")
-def group():
-    saved = {k: os.environ.get(k) for k in _VARIABLES}
-    env = init_distributed()
-    yield env
-    shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def _config() -> SemVLPConfig:
