@@ -1,6 +1,6 @@
 """Attention forward, backward and forward+backward: every semvlp backend against PyTorch SDPA and FlashAttention.
 
-Cases (bf16 on a GPU, float32 on the CPU):
+Cases (bf16 on a GPU, float32 on the CPU; --dtype chooses):
   vl_joint      batch 256, joint text+regions length 140 with ~25% key padding, 12 heads x 64
   vl_t2r/r2t    cross-attention 20 x 36 and 36 x 20 (no padding), batch 256, 12 x 64
   long_*        1k-8k tokens, head dims 64 and 128, no padding, non-causal
@@ -114,7 +114,7 @@ def _sdpa(inp, mask):
 def build(args) -> harness.Benchmark:
     """Attention fwd / bwd / fwd+bwd on vision-language and long shapes."""
     on_gpu = args.device.type == "cuda"
-    dtype = torch.bfloat16 if on_gpu else torch.float32
+    dtype = getattr(torch, args.dtype) if args.dtype else torch.bfloat16 if on_gpu else torch.float32
     cases = []
     for name, batch, seqlen_q, seqlen_k, nheads, head_dim, padded in (QUICK_SHAPES if args.quick else SHAPES):
         for mode in MODES:
@@ -214,5 +214,10 @@ def _packed_timed(packed, forward, mode):
     return _timed({"q": packed["q"], "k": packed["k"], "v": packed["v"], "dout": packed["dout"]}, forward, mode)
 
 
+def add_arguments(p) -> None:
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="input dtype (default: bfloat16 on a GPU, float32 on the CPU)")
+
+
 if __name__ == "__main__":
-    raise SystemExit(harness.main(build))
+    raise SystemExit(harness.main(build, add_arguments))

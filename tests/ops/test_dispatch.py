@@ -101,7 +101,12 @@ def test_sdpa_low_precision_within_the_rule(dtype):
     oracle = run(lambda q, k, v: reference.attention(q, k, v, attention_mask=mask), [t.float() for t in (q, k, v)])
     plain = run(lambda q, k, v: reference.attention(q, k, v, attention_mask=mask, upcast=False), (q, k, v))
     for i, name in enumerate(("out", "dq", "dk", "dv")):
+        assert ours[i].dtype == dtype, name
         assert_within_rule(name, ours[i], oracle[i], plain[i], factor=1 + (i > 0) * (GRAD_FACTOR - 1))
+    with torch.no_grad():  # inference: the CPU path without the float32 upcast of training
+        inferred = ops.attention(q, k, v, attention_mask=mask, backend="sdpa")
+    assert inferred.dtype == dtype
+    assert_within_rule("out without grad", inferred, oracle[0], plain[0], factor=1)
 
 
 def test_sdpa_varlen_matches_reference_with_empty_segments():

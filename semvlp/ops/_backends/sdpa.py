@@ -4,10 +4,15 @@ Preferred over `reference` for attention because PyTorch's fused CPU and GPU ker
 copies and the materialised probability tensor of the reference. Key padding and bottom-right causal
 alignment go in as a boolean mask. Query rows with no key are given every key (SDPA would return NaN) and
 their output is multiplied by zero, which also zeroes their gradients.
+
+On the CPU, half-precision inputs that need gradients are attended in float32 and the output cast back:
+PyTorch's CPU kernel is several times slower backward in bf16 than in float32 (bench/NOTES.md), while its bf16
+forward is the faster one for long sequences, so inference stays in the input dtype.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from ..dispatch import Backend, register_backend
@@ -16,14 +21,17 @@ from ..padding import pad_varlen, padded_allowed
 
 def _sdpa(q, k, v, allowed, dropout_p, softmax_scale):
     """q/k/v (batch, seqlen, nheads, headdim); `allowed` bool broadcastable to (batch, 1, seqlen_q, seqlen_k) or None."""
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    dtype = q.dtype
+    upcast = (q.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16) and torch.is_grad_enabled()
+              and any(t.requires_grad for t in (q, k, v)))
+    q, k, v = (t.transpose(1, 2).float() if upcast else t.transpose(1, 2) for t in (q, k, v))
     if allowed is None:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=softmax_scale)
-        return out.transpose(1, 2)
+        return out.to(dtype).transpose(1, 2)
     has_key = allowed.any(dim=-1, keepdim=True)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~has_key, dropout_p=dropout_p,
                                          scale=softmax_scale)
-    return (out * has_key.to(out.dtype)).transpose(1, 2)
+    return (out * has_key.to(out.dtype)).to(dtype).transpose(1, 2)
 
 
 def attention(q, k, v, *, attention_mask=None, dropout_p=0.0, softmax_scale=None, causal=False):
