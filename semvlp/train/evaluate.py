@@ -2,8 +2,9 @@
 
 ITM: every caption of the split with its own image and with a mismatching text (half hard negatives), nothing
 masked; also per kind of caption where captions carry one (the synthetic data's object, pair, relation, count
-and absence), which shows whether the ITM head reads the image or only the kind of text. Attribute MLM: the captions' grounded colour words (each names the colour of the one object of its
-shape in the scene) are masked and predicted. Work is split across ranks and every rank runs the same number
+and absence), which shows whether the ITM head reads the image or only the kind of text. Attribute MLM: the
+captions' grounded colour words (each names the colour of the one object of its shape in the scene) are
+masked and predicted. Work is split across ranks and every rank runs the same number
 of forward passes, since under ZeRO-3 each forward gathers parameters from all ranks.
 """
 
@@ -27,11 +28,11 @@ def _caption_kinds(dataset: PretrainingDataset) -> list[str]:
 
 def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mode: str, batch_size: int,
                      rank: int, world: int, dtype, device) -> torch.Tensor:
-    """[itm correct, itm total, mlm correct, mlm total, then itm correct and total for each of
-    `_caption_kinds(dataset)`] summed over every rank (ITM samples of an "itm_eval" dataset)."""
+    """[itm correct, itm total, mlm correct, mlm total, then, for an "itm_eval" dataset, itm correct and total
+    for each of `_caption_kinds(dataset)`] summed over every rank."""
     indices = list(range(rank, len(dataset), world))
     per_rank = math.ceil(len(dataset) / world)
-    kinds = {kind: i for i, kind in enumerate(_caption_kinds(dataset))}
+    kinds = {kind: i for i, kind in enumerate(_caption_kinds(dataset))} if dataset.purpose == "itm_eval" else {}
     counts = torch.zeros(4 + 2 * len(kinds), dtype=torch.float64)
     for b in range(math.ceil(per_rank / batch_size)):
         chunk = indices[b * batch_size:(b + 1) * batch_size]
