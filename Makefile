@@ -26,7 +26,7 @@ $(INSTALLED): requirements-dev.txt setup.py $(CSRC)
 # the tiny model pretrained under DeepSpeed (2 ranks, ZeRO-2, bf16), then held-out image-text matching and
 # masked attribute-word accuracy.
 RUN ?= runs/pretrain
-PRETRAIN_STEPS ?= 900
+PRETRAIN_STEPS ?= 700
 
 pretrain: $(INSTALLED)
 	rm -rf $(RUN)
@@ -38,7 +38,7 @@ pretrain: $(INSTALLED)
 		--module semvlp.cli pretrain --data $(RUN)/data --model-config configs/model/tiny.json \
 		--vocab $(RUN)/vocab/vocab.txt --deepspeed-config configs/deepspeed/zero2_bf16.json --output $(RUN) \
 		--max-steps $(PRETRAIN_STEPS) \
-		--micro-batch-size 64 --lr 1.5e-3 --warmup-steps 50 --attribute-mask-rate 0.8 --checkpoint-every $(PRETRAIN_STEPS) --export && \
+		--micro-batch-size 256 --lr 2e-3 --warmup-steps 50 --attribute-mask-rate 0.8 --checkpoint-every $(PRETRAIN_STEPS) --export && \
 	echo "make pretrain: $$(( $$(date +%s) - start )) s wall time; metrics, curves.png, checkpoints and export in $(RUN)"
 
 test: $(INSTALLED)
