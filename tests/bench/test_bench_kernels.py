@@ -10,7 +10,10 @@ from bench import bench_attention, bench_layer_norm, harness
 
 
 def _quick(module):
-    args = harness.parser().parse_args(["--quick", "--device", "cpu"])
+    parser = harness.parser()
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--device", "cpu"])
     args.device = torch.device("cpu")
     args.compile = False
     return module.build(args)
