@@ -58,10 +58,11 @@ class RegionEmbeddings(nn.Module):
         nn.init.normal_(self.box_projection.bias, std=std)
 
     @torch.no_grad()
-    def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor, min_std: float = 1e-3) -> None:
-        """Standardise features with these per-dimension statistics from here on (std clamped to min_std, so a
-        constant dimension, e.g. zero padding, stays finite)."""
+    def set_feature_statistics(self, mean, std, min_std: float = 1e-3) -> None:
+        """Standardise features with these per-dimension statistics (tensors or arrays) from here on (std clamped
+        to min_std, so a constant dimension, e.g. zero padding, stays finite)."""
         dim = self.feature_mean.numel()
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
         for name, value in (("mean", mean), ("std", std)):
             if tuple(value.shape) != (dim,):
                 raise ValueError(f"{name}: expected shape ({dim},) (visual_feat_dim), got {tuple(value.shape)}")

@@ -103,7 +103,7 @@ def run_finetune(options: FinetuneOptions, data: TaskData, config: SemVLPConfig,
     if state_dict is None:
         # From scratch: standardise the region features as pretraining does (a pretrained model brings its own).
         mean, std = feature_statistics(data.features, data.image_ids(options.task, train_split))
-        model.semvlp.region_embeddings.set_feature_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+        model.semvlp.region_embeddings.set_feature_statistics(mean, std)
     logger.info("fine-tuning %s on %d %s examples for %d steps (%s-stream)", options.task, len(dataset), train_split,
                 options.steps, options.mode)
     finetune(model, dataset, options, output / "metrics.jsonl", progress)

@@ -88,7 +88,7 @@ def _pretrain(args, env) -> dict:
     model = SemVLPForPretraining(config)
     # Saved with the weights, so a resumed run, fine-tuning and the export standardise the same way.
     mean, std = data.train.feature_statistics()
-    model.semvlp.region_embeddings.set_feature_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    model.semvlp.region_embeddings.set_feature_statistics(mean, std)
     engine = build_engine(model, run, alternating=schedule.kind == "alternate")
     checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=args.keep_checkpoints)
     start = 0
@@ -107,8 +107,8 @@ def _pretrain(args, env) -> dict:
                     len(dataset), global_batch, micro, accumulation, env.world_size, run.zero_stage,
                     str(run.dtype).replace("torch.", ""), start, args.max_steps)
 
+    # One collator for training and evaluation: the datasets' samples say how each is masked.
     collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
-    eval_collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
     sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, args.seed, start,
                                 args.max_steps)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
@@ -118,7 +118,7 @@ def _pretrain(args, env) -> dict:
     checkpoint_files = {"config.json": json.dumps(config.to_dict(), indent=2) + "\n"}
 
     def run_eval(step: int) -> dict:
-        results = evaluate(engine, data.held_out, tokenizer, answers, eval_collator, modes, args.eval_batch_size,
+        results = evaluate(engine, data.held_out, tokenizer, answers, collator, modes, args.eval_batch_size,
                            env.rank, env.world_size, run.dtype, env.device)
         metrics.log_eval(step, results)
         return results
