@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # One visit to a lent GPU machine, in one call, in under 8 minutes:
 #   carried wheels (.whl/) -> semvlp installed, csrc/ built for sm_90 -> pytest -m gpu -> every bench/bench_*.py
-#   within the time left -> compute-sanitizer memcheck on bench/cuda_memcheck.py (when it exists)
+#   within the time left, with bench/profile_step.py after the first -> compute-sanitizer memcheck on
+#   bench/cuda_memcheck.py (when it exists)
 # Logs and results are archived into $OUT (at most 8 files); the summary table is printed last.
 #
 #   bench/gpu_check.sh              on the GPU machine (the repository root is the working directory)
 #   bench/gpu_check.sh --dry-run    the same steps on a CPU: no install, benchmarks with --quick on the CPU
 #
 # Environment: OUT (where results go; a temporary folder if unset), GPU_CHECK_BUDGET (seconds for the whole
-# script, default 450), GPU_CHECK_TESTS_LIMIT (seconds for pytest -m gpu, default 120),
-# GPU_CHECK_BENCHES (names of the bench scripts to run, e.g. "attention e2e"; default all),
+# script, default 450), GPU_CHECK_TESTS_LIMIT (seconds for pytest -m gpu, at most half the time left; default 120),
+# GPU_CHECK_BENCHES (names of the bench scripts to run, in that order, e.g. "attention e2e"; default all),
+# GPU_CHECK_ARGS_<name> (extra arguments for bench_<name>, e.g. GPU_CHECK_ARGS_attention="--cases vl_"),
+# GPU_CHECK_PROFILE (0 skips bench/profile_step.py, which runs after the first bench),
 # GPU_CHECK_MEMCHECK (0 skips compute-sanitizer), PYTHON (default python3; .venv/bin/python in a dry run
 # when it exists).
 set -uo pipefail
@@ -89,7 +92,7 @@ run_step backends 60 "$PY" -c "import semvlp; print('semvlp', semvlp.__version__
 # ---- 4. GPU tests ----------------------------------------------------------------------------------------
 # Fixed Triton tiles in the tests (autotuning compiles every config); one test turns autotuning back on.
 TESTS_LIMIT=${GPU_CHECK_TESTS_LIMIT:-120}
-SEMVLP_TRITON_AUTOTUNE=0 run_step pytest_gpu $(( $(left) / 3 < TESTS_LIMIT ? $(left) / 3 : TESTS_LIMIT )) \
+SEMVLP_TRITON_AUTOTUNE=0 run_step pytest_gpu $(( $(left) / 2 < TESTS_LIMIT ? $(left) / 2 : TESTS_LIMIT )) \
     "$PY" -m pytest -m gpu -v --tb=short -p no:cacheprovider --junitxml="$WORK/results/pytest_gpu.xml"
 tests_rc=$?
 if (( tests_rc == 5 )); then sed -i "s/^pytest_gpu\tFAILED (exit 5)/pytest_gpu\tno GPU tests collected/" "$STEPS"; fi
@@ -115,8 +118,18 @@ for i in "${!benches[@]}"; do
         # the harness's budget bounds the timing; the rest of the share is for start-up and building models
         budget=$(( share * 2 / 3 )); extra=()
     fi
+    args_var="GPU_CHECK_ARGS_${name#bench_}"
+    # shellcheck disable=SC2206  # the variable holds several arguments
+    extra+=(${!args_var:-})
     run_step "$name" "$share" "$PY" -m "bench.$name" --device "$DEVICE" --budget "$budget" \
         --out-dir "$WORK/results" "${extra[@]}"
+    if (( i == 0 )) && [[ ${GPU_CHECK_PROFILE:-1} != 0 ]]; then
+        # torch.profiler tables of one pretraining step and of the fused ops: host-bound or kernel-bound
+        profile_args=(--out "$WORK/results/profile_step.txt")
+        if [[ $DRY_RUN == 1 ]]; then profile_args+=(--size tiny --calls 1 --rows 5); fi
+        run_step profile_step $(( ($(left) - memcheck_reserve) / 4 )) "$PY" -m bench.profile_step \
+            --device "$DEVICE" "${profile_args[@]}"
+    fi
 done
 
 # ---- 6. compute-sanitizer --------------------------------------------------------------------------------
@@ -144,7 +157,7 @@ fi
 cp "$WORK/summary.txt" "$OUT/summary.txt"
 cp "$LOG" "$OUT/gpu_check.log"
 # At most 8 files come back from $OUT: the JSON files also lie there directly when they are few.
-results=("$WORK"/results/*.json)
+results=("$WORK"/results/*.json "$WORK"/results/*.txt)
 if (( ${#results[@]} > 0 && ${#results[@]} <= 5 )); then
     mkdir -p "$OUT/results" && cp "${results[@]}" "$OUT/results/"
 fi

@@ -48,6 +48,7 @@ class Backend:
 
 
 _BACKENDS: dict[str, Backend] = {}
+_BY_PRIORITY: list[Backend] = []  # what `auto` tries, highest priority first
 
 
 def register_backend(backend: Backend) -> None:
@@ -55,11 +56,12 @@ def register_backend(backend: Backend) -> None:
         if op not in OPS:
             raise ValueError(f"backend {backend.name!r}: unknown op {op!r}, expected one of {OPS}")
     _BACKENDS[backend.name] = backend
+    _BY_PRIORITY[:] = sorted(_BACKENDS.values(), key=lambda b: -b.priority)
 
 
 def backends() -> dict[str, str | None]:
     """Every registered backend: None when usable on this machine, else the reason it is not."""
-    return {name: b.unavailable() for name, b in sorted(_BACKENDS.items(), key=lambda kv: -kv[1].priority)}
+    return {b.name: b.unavailable() for b in _BY_PRIORITY}
 
 
 def _requested(backend: str) -> str:
@@ -81,7 +83,7 @@ def choose(op: str, backend: str, inputs: dict) -> tuple[str, Callable]:
             raise BackendNotSupportedError(f"backend {name!r} cannot run {op}: " + "; ".join(reasons))
         return name, _BACKENDS[name].ops[op][1]
     tried = []
-    for candidate in sorted(_BACKENDS.values(), key=lambda b: -b.priority):
+    for candidate in _BY_PRIORITY:
         if not candidate.auto:
             tried.append(f"{candidate.name}: runs only when forced (backend={candidate.name!r})")
             continue

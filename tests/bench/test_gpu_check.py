@@ -22,7 +22,7 @@ def test_dry_run_walks_every_step_and_archives_the_results(tmp_path):
     assert all(len(p.relative_to(out).parts) <= 3 for p in files)  # $OUT/a/b/file at the deepest
     summary = (out / "summary.txt").read_text()
     assert result.stdout.rstrip().endswith(summary.rstrip())
-    steps = ["environment", "wheels", "install", "backends", "pytest_gpu", "memcheck"]
+    steps = ["environment", "wheels", "install", "backends", "pytest_gpu", "profile_step", "memcheck"]
     benches = sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py"))
     for step in steps + benches:
         assert f"\n{step} " in summary, step
@@ -31,4 +31,8 @@ def test_dry_run_walks_every_step_and_archives_the_results(tmp_path):
     with tarfile.open(out / "gpu_check_results.tar.gz") as archive:
         names = archive.getnames()
     assert any(n.startswith("results/e2e_tiny_cpu_") and n.endswith(".json") for n in names)
+    with tarfile.open(out / "gpu_check_results.tar.gz") as archive:
+        profile = archive.extractfile("results/profile_step.txt").read().decode()
+    for target in ("mode=two", "mode=single", "add_layer_norm", "varlen_attention"):
+        assert target in profile and "FAILED" not in profile, profile[:2000]
     assert all(f"logs/{step}.log" in names for step in ["environment", "backends", "pytest_gpu"] + benches)

@@ -1,6 +1,5 @@
 """The `triton` backend in dispatch: lazy import, readable reasons, and when `auto` takes it."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import torch
 
 from semvlp import ops
 from semvlp.ops import dispatch
+from semvlp.ops._backends import triton as triton_backend
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -31,8 +31,7 @@ def test_import_semvlp_does_not_import_triton():
 
 
 def test_missing_triton_is_a_readable_reason(monkeypatch):
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a))
+    monkeypatch.setattr(triton_backend, "_triton_installed", lambda: False)
     assert ops.backends()["triton"] == "triton is not installed"
     with pytest.raises(ops.BackendNotSupportedError, match="triton is not installed"):
         ops.layer_norm(torch.randn(2, 8), None, None, backend="triton")

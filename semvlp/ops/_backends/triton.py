@@ -10,6 +10,7 @@ Every other case is a readable reason from the supports-functions below.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -27,10 +28,21 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    # Cached: a module search stats the file system, and dispatch asks on every call of every op.
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.cache
+def _cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
 def _unavailable() -> str | None:
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         return "triton is not installed"
-    if not torch.cuda.is_available() and not _interpret():
+    if not _cuda_available() and not _interpret():
         return "no CUDA GPU (set TRITON_INTERPRET=1 to run the kernels on the CPU through Triton's interpreter)"
     return None
 
