@@ -23,7 +23,8 @@ def _bert_layer(hidden_act="gelu", dropout=0.0):
 
 def _additive(mask: torch.Tensor) -> torch.Tensor:
     """A (batch, seqlen) keep-mask as Hugging Face's additive (batch, 1, 1, seqlen) float mask."""
-    additive = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
+    additive = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    additive = additive.masked_fill(~mask, torch.finfo(torch.float32).min)
     return additive[:, None, None]
 
 

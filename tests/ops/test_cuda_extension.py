@@ -302,11 +302,3 @@ def test_auto_takes_cuda_for_packed_attention_only(cuda_backend_available, monke
     norm_inputs = dict(x=x, residual=x, weight=None, bias=None, x_bias=None, dropout_p=0.0, eps=1e-5, prenorm=False)
     assert dispatch.choose("add_layer_norm", "auto", norm_inputs)[0] != "cuda"
     assert dispatch.choose("add_layer_norm", "cuda", norm_inputs)[0] == "cuda"
-
-
-def test_auto_leaves_cuda_aside_inside_torch_compile(cuda_backend_available, monkeypatch):
-    monkeypatch.setattr(cuda_backend, "_on_cuda", lambda name, t: [])
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    inputs = _varlen_inputs()
-    assert dispatch.choose("varlen_attention", "auto", inputs)[0] != "cuda"
-    assert dispatch.choose("varlen_attention", "cuda", inputs)[0] == "cuda"

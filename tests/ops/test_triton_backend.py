@@ -66,10 +66,22 @@ def test_semvlp_backend_environment_forces_triton(monkeypatch):
 def test_auto_takes_triton_where_it_measured_fastest_on_cuda():
     x = torch.randn(4, 768, device="cuda", dtype=torch.bfloat16)
     assert dispatch.choose("bias_gelu", "auto", dict(x=x, bias=x[0], approximate="none"))[0] == "triton"
+    trained = dict(x=x.clone().requires_grad_(), bias=x[0], approximate="none")
+    assert dispatch.choose("bias_gelu", "auto", trained)[0] == "torch"
+    with torch.no_grad():
+        assert dispatch.choose("bias_gelu", "auto", trained)[0] == "triton"
     assert dispatch.choose("attention", "auto", _attention_inputs("cuda", torch.bfloat16))[0] == "sdpa"
     norm = dict(x=x, residual=x, weight=None, bias=None, x_bias=None, dropout_p=0.0, eps=1e-5, prenorm=False)
     assert dispatch.choose("add_layer_norm", "auto", norm)[0] == "torch"
     assert dispatch.explain("add_layer_norm", norm)["triton"] == []  # forced, triton still runs it
+
+
+def test_auto_rule_for_bias_gelu_asks_whether_a_gradient_is_recorded():
+    leaf, plain = torch.randn(3, requires_grad=True), torch.randn(3)
+    assert triton_backend._records_grad({"x": plain, "bias": leaf, "approximate": "none"})
+    assert not triton_backend._records_grad({"x": plain, "bias": plain, "approximate": "none"})
+    with torch.no_grad():
+        assert not triton_backend._records_grad({"x": leaf, "bias": leaf, "approximate": "none"})
 
 
 def test_unsupported_inputs_list_every_reason(monkeypatch):

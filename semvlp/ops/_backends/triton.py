@@ -82,23 +82,34 @@ def _bias_gelu_reasons(x, bias=None, **_inputs) -> list[str]:
 
 
 # Where `auto` leaves triton aside on a GPU because another backend measured faster on an H100 in bf16
-# (bench/results/attention_nvidia-h100-80gb-hbm3_20261126T204554Z.json and
-# layer_norm_nvidia-h100-80gb-hbm3_20261126T203823Z.json): padded attention (sdpa 1.14 vs 1.42 ms fwd+bwd
-# at batch 256 x 140 tokens, 1.84 vs 2.59 ms at 4k keys) and the LayerNorms (torch 0.60 vs 1.83 ms fwd+bwd
+# (bench/results/attention_nvidia-h100-80gb-hbm3_20261127T031644Z.json and
+# layer_norm_nvidia-h100-80gb-hbm3_20261127T032036Z.json; the first visit's files agree): padded attention
+# (sdpa 1.13 vs 1.97 ms fwd+bwd at batch 256 x 140 tokens) and the LayerNorms (torch 0.59 vs 1.66 ms fwd+bwd
 # at 35840 x 768). Forced, triton still runs them.
 SLOWER_ON_GPU = {
     "attention": "sdpa measured faster for padded attention on an H100",
     "layer_norm": "the torch backend measured faster for LayerNorm on an H100",
     "add_layer_norm": "the torch backend measured faster for add+LayerNorm on an H100",
 }
+# bias_gelu: the Triton kernel is 2.6x faster forward (0.168 vs 0.436 ms at 35840 x 3072) but not fwd+bwd
+# (0.792 vs 0.751 ms), and each call costs the host about 0.3 ms where PyTorch's gelu costs a few µs
+# (profile_step_nvidia-h100-80gb-hbm3_20261127T0318Z.txt: BERT-base steps are bound by the host). So `auto`
+# takes it only when no gradient is recorded.
+GELU_WITH_GRAD = "bias_gelu with gradients: the torch backend measured as fast fwd+bwd on an H100, at less host time"
+
+
+def _records_grad(inputs: dict) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs.values())
 
 
 def _auto_reasons(op: str, inputs: dict) -> list[str]:
-    """`auto` takes this backend for CUDA tensors only (the interpreter is for forced calls), and not for the
-    ops where another backend measured faster."""
+    """`auto` takes this backend for CUDA tensors only (the interpreter is for forced calls), and not where
+    another backend measured faster."""
     first = next(t for t in inputs.values() if isinstance(t, torch.Tensor))
     if first.device.type != "cuda":
         return [f"tensors on {first.device.type}: the interpreter runs only when backend='triton' is forced"]
+    if op == "bias_gelu" and _records_grad(inputs):
+        return [GELU_WITH_GRAD]
     return [SLOWER_ON_GPU[op]] if op in SLOWER_ON_GPU else []
 
 
