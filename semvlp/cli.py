@@ -283,8 +283,8 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="data folder: which feature files to read")
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: bert-base-uncased's)")
     p.add_argument("--attribute-mask-rate", type=float, default=0.0,
-                   help="share of captions with grounded colour words that become attribute samples: all those "
-                        "words masked (ERNIE-ViL style), no ITM label")
+                   help="share of captions with grounded words (colour words, spatial relation words) that become "
+                        "attribute samples: all those words masked (ERNIE-ViL style), no ITM label")
     p.add_argument("--micro-batch-size", type=int, help="override train_micro_batch_size_per_gpu")
     p.add_argument("--gradient-accumulation-steps", type=int, help="override gradient_accumulation_steps")
     p.add_argument("--lr", type=float, help="override the peak learning rate")

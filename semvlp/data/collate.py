@@ -19,7 +19,8 @@ class Collator:
     """Masks as BERT and LXMERT do: 15% of words (80% [MASK], 10% a random word, 10% kept) and 15% of regions
     (features zeroed). Words of mismatched pairs are masked too, so [MASK] says nothing about the ITM label,
     but only matched pairs and questions contribute MLM targets. A sample's `masking` says which of these
-    apply (see Sample); "random_and_attributes" also replaces all its grounded colour words by [MASK]."""
+    apply (see Sample); "random_and_grounded" also replaces all its grounded words (colour and relation words)
+    by [MASK]."""
 
     def __init__(self, mask_id: int, first_word_id: int, vocab_size: int, box_dim: int,
                  word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE):
@@ -38,16 +39,16 @@ class Collator:
         if sample.masking == "none":
             return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
         if sample.masking == "attributes":
-            positions = sample.attribute_positions
+            positions = sample.grounded_positions
             targets = ids[positions].copy()
             ids[positions] = self.mask_id
             return ids, positions, targets
         chosen = rng.random(len(ids)) < self.word_mask_rate
         chosen[[0, -1]] = False  # [CLS] and [SEP]
         action = rng.random(len(ids))
-        if sample.masking == "random_and_attributes":
-            chosen[sample.attribute_positions] = True
-            action[sample.attribute_positions] = 0.0  # always [MASK]
+        if sample.masking == "random_and_grounded":
+            chosen[sample.grounded_positions] = True
+            action[sample.grounded_positions] = 0.0  # always [MASK]
         positions = np.flatnonzero(chosen)
         targets = ids[positions].copy()
         action = action[positions]

@@ -29,15 +29,15 @@ _NAMES = (tuple(COLOURS), SHAPES)
 @dataclass
 class Sample:
     token_ids: np.ndarray            # (n,) int64, [CLS] ... [SEP]
-    attribute_positions: np.ndarray  # (k,) int64 token positions of grounded colour words
+    grounded_positions: np.ndarray   # (k,) int64 token positions of the grounded words the masking names
     features: np.ndarray             # (r, feature_dim) float32
     boxes: np.ndarray                # (r, 4) float32 normalised xyxy
     object_labels: np.ndarray        # (r,) int64, -100 = unknown
     itm_label: int                   # 1 match, 0 mismatch, -100 not an ITM sample (questions)
     qa_label: int                    # answer index, -100 none
     mask_seed: tuple[int, ...]       # seeds the collate function's masking of this sample
-    # "random" (15% of words, 80/10/10, and 15% of regions), "random_and_attributes" (that, and every colour
-    # word [MASK]), "attributes" (exactly the colour words), "none"
+    # "random" (15% of words, 80/10/10, and 15% of regions), "random_and_grounded" (that, and every grounded
+    # word [MASK]: colour words and relation words), "attributes" (exactly the colour words), "none"
     masking: str = "random"
 
 
@@ -77,9 +77,10 @@ class PretrainingDataset(torch.utils.data.Dataset):
     """Indexed by (epoch, text index).
 
     purpose "train": words and regions are masked at random. Questions keep their image and carry their answer.
-    A caption with grounded colour words is, with probability `attribute_mask_rate`, an attribute sample (in the
-    manner of ERNIE-ViL): its own image, all those words [MASK], and no ITM label, since a mismatching text has
-    no tagged words and the masks would give its label away. Every other caption is an ITM sample, paired with
+    A caption with grounded words (colour words of objects it names unambiguously, or spatial relation words)
+    is, with probability `attribute_mask_rate`, an attribute sample in the manner of ERNIE-ViL's attribute and
+    relationship prediction: its own image, all those words [MASK], and no ITM label, since a mismatching text
+    has no tagged words and the masks would give its label away. Every other caption is an ITM sample, paired with
     a mismatching text half of the time (hard negatives included), so ITM stays balanced for every kind of
     caption.
     "itm_eval": two samples per caption, its own (1) and a mismatching text (0), nothing masked.
@@ -103,6 +104,10 @@ class PretrainingDataset(torch.utils.data.Dataset):
         encoded = tokenizer.encode_batch([t.text for t in texts])
         self.token_ids = [e.ids for e in encoded]
         self.attribute_positions = [_token_positions(e.offsets, t.attribute_spans) for e, t in zip(encoded, texts)]
+        relation_positions = [_token_positions(e.offsets, t.relation_spans) for e, t in zip(encoded, texts)]
+        # What an attribute sample masks in training; evaluation masks the colour words alone.
+        self.grounded_positions = [np.union1d(a, r).astype(np.int64)
+                                   for a, r in zip(self.attribute_positions, relation_positions)]
         negatives = [n for t in texts for n in t.hard_negatives]
         negative_ids = iter(e.ids for e in tokenizer.encode_batch(negatives)) if negatives else iter(())
         self.hard_negative_ids = [[next(negative_ids) for _ in t.hard_negatives] for t in texts]
@@ -143,13 +148,14 @@ class PretrainingDataset(torch.utils.data.Dataset):
             text = self.texts[index]
             if text.kind == "question":
                 itm, qa_label = -100, self.answers.index(text.answer)
-            elif len(self.attribute_positions[index]) and rng.random() < self.attribute_mask_rate:
-                itm, masking = -100, "random_and_attributes"
+            elif len(self.grounded_positions[index]) and rng.random() < self.attribute_mask_rate:
+                itm, masking = -100, "random_and_grounded"
             else:
                 itm = 0 if rng.random() < NEGATIVE_RATE else 1
         token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng)
         record = self.corpus.features[self.texts[index].image_id]
         labels = np.where(record.object_ids >= 0, record.object_ids, -100)
-        return Sample(token_ids, self.attribute_positions[index] if itm != 0 else np.zeros(0, np.int64),
-                      record.features, record.normalised_boxes(), labels, itm, qa_label,
+        grounded = {"random_and_grounded": self.grounded_positions[index],
+                    "attributes": self.attribute_positions[index]}.get(masking, np.zeros(0, np.int64))
+        return Sample(token_ids, grounded, record.features, record.normalised_boxes(), labels, itm, qa_label,
                       (self.seed, epoch, index, 1), masking)

@@ -31,6 +31,7 @@ class Caption:
     attribute_spans: list[list[int]] = field(default_factory=list)  # [start, end] of grounded colour words
     hard_negatives: list[str] = field(default_factory=list)
     meaning: list[list] = field(default_factory=list)               # clauses, see `holds`
+    relation_spans: list[list[int]] = field(default_factory=list)   # [start, end] of relation words ("left of")
 
 
 @dataclass
@@ -45,16 +46,22 @@ class Question:
 
 
 class _Builder:
-    """Joins text pieces while recording the character spans of phrases and colour words."""
+    """Joins text pieces while recording the character spans of phrases, colour words and relation words."""
 
     def __init__(self):
         self.text = ""
         self.phrases: list[dict] = []
         self.attribute_spans: list[list[int]] = []
+        self.relation_spans: list[list[int]] = []
         self.meaning: list[list] = []
 
     def add(self, piece: str) -> "_Builder":
         self.text += piece
+        return self
+
+    def relation(self, words: str) -> "_Builder":
+        self.relation_spans.append([len(self.text), len(self.text) + len(words)])
+        self.text += words
         return self
 
     def object(self, obj: SceneObject, region: int, grounded: bool) -> "_Builder":
@@ -68,7 +75,8 @@ class _Builder:
         return self
 
     def caption(self, kind: str, hard_negatives: list[str]) -> Caption:
-        return Caption(self.text, kind, self.phrases, self.attribute_spans, hard_negatives, self.meaning)
+        return Caption(self.text, kind, self.phrases, self.attribute_spans, hard_negatives, self.meaning,
+                       self.relation_spans)
 
 
 def article(word: str) -> str:
@@ -152,7 +160,8 @@ class SceneLanguage:
         i, j, relation = pair
         a, b = self.scene.objects[i], self.scene.objects[j]
         negatives = [f"{_phrase(a.colour, a.shape)} {FLIP[relation]} {_phrase(b.colour, b.shape)}"]
-        built = _Builder().object(a, i, self._grounded(i)).add(f" {relation} ").object(b, j, self._grounded(j))
+        built = _Builder().object(a, i, self._grounded(i)).add(" ").relation(relation).add(" ")
+        built.object(b, j, self._grounded(j))
         built.meaning.append(["relation", a.colour, a.shape, relation, b.colour, b.shape])
         return built.caption("relation", negatives)
 

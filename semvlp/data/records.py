@@ -96,6 +96,7 @@ class TextRecord:
     category: str | None = None                  # caption granularity or question category
     hard_negatives: tuple[str, ...] = ()         # captions made false by one change
     attribute_spans: tuple[tuple[int, int], ...] = field(default=())  # grounded colour words (char spans)
+    relation_spans: tuple[tuple[int, int], ...] = field(default=())   # spatial relation words (char spans)
     meaning: tuple = ()                          # synthetic captions: clauses `language.holds` can check
     answers: tuple[str, ...] = ()                # questions: every human answer (VQA has ten), for the VQA score
 

@@ -76,7 +76,8 @@ def _frozen(meaning) -> tuple:
 def to_corpus(images: list[SyntheticImage]) -> Corpus:
     """The in-memory corpus: the same records, in the same order, as reading the written files gives."""
     texts = [TextRecord(im.record.image_id, c.text, "caption", category=c.kind, hard_negatives=tuple(c.hard_negatives),
-                        attribute_spans=tuple(tuple(s) for s in c.attribute_spans), meaning=_frozen(c.meaning))
+                        attribute_spans=tuple(tuple(s) for s in c.attribute_spans),
+                        relation_spans=tuple(tuple(s) for s in c.relation_spans), meaning=_frozen(c.meaning))
              for im in images for c in im.captions]
     texts += [TextRecord(im.record.image_id, q.text, "question", answer=q.answer, category=q.category,
                          answers=(q.answer,) * HUMAN_ANSWERS) for im in images for q in im.questions]
@@ -92,7 +93,8 @@ def write_split(folder: Path, split: str, images: list[SyntheticImage], seed: in
                     "semvlp_binding_twin": None if im.twin is None else int(im.twin)} for im in images]
     annotations = [{"image_id": int(im.record.image_id), "caption": c.text,
                     "semvlp": {"kind": c.kind, "phrases": c.phrases, "attribute_spans": c.attribute_spans,
-                               "hard_negatives": c.hard_negatives, "meaning": c.meaning}}
+                               "relation_spans": c.relation_spans, "hard_negatives": c.hard_negatives,
+                               "meaning": c.meaning}}
                    for im in images for c in im.captions]
     write_coco_captions(folder / f"captions_{split}.json", coco_images, annotations)
     items = [{"image_id": int(im.record.image_id), "question": q.text, "answer": q.answer, "category": q.category}

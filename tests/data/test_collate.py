@@ -78,14 +78,14 @@ def test_attribute_masking_masks_exactly_the_colour_words(tokenizer, corpus):
     batch = _collator(tokenizer)(samples)
     colours = {tokenizer.token_to_id(c) for c in COLOURS}
     assert set(batch.mlm_targets.tolist()) <= colours
-    assert batch.mlm_positions.numel() == sum(len(s.attribute_positions) for s in samples) > 0
+    assert batch.mlm_positions.numel() == sum(len(s.grounded_positions) for s in samples) > 0
     assert (batch.input_ids[batch.mlm_positions] == tokenizer.mask_id).all()
     assert (batch.input_ids == tokenizer.mask_id).sum() == batch.mlm_positions.numel()
     assert batch.mrm_positions.numel() == 0
 
 
-def test_random_and_attributes_masking_adds_every_colour_word_to_the_random_masks(tokenizer):
-    samples = [_sample(12, 3, itm=-100, seed=s, masking="random_and_attributes") for s in range(400)]
+def test_random_and_grounded_masking_adds_every_grounded_word_to_the_random_masks(tokenizer):
+    samples = [_sample(12, 3, itm=-100, seed=s, masking="random_and_grounded") for s in range(400)]
     plain = _collator(tokenizer)([_sample(12, 3, itm=-100, seed=s) for s in range(400)])
     batch = _collator(tokenizer)(samples)
     starts = batch.layout.text_cu_seqlens[:-1].long()

@@ -43,22 +43,40 @@ def test_attribute_samples_leave_itm_balanced_for_every_kind_of_caption(setup):
     corpus, tokenizer, answers = setup
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=2, attribute_mask_rate=0.8)
     captions = [i for i, t in enumerate(dataset.texts) if t.kind == "caption"]
-    by_kind = {True: [], False: []}  # has grounded colour words or not
+    by_kind = {True: [], False: []}  # has grounded words (colour or relation words) or not
     for epoch in range(8):
         for i in captions:
             sample = dataset[(epoch, i)]
-            tagged = len(dataset.attribute_positions[i]) > 0
+            tagged = len(dataset.grounded_positions[i]) > 0
             by_kind[tagged].append(sample.itm_label)
-            if sample.masking == "random_and_attributes":
+            if sample.masking == "random_and_grounded":
                 assert tagged and sample.itm_label == -100
                 assert np.array_equal(sample.token_ids, dataset.token_ids[i])
-                assert np.array_equal(sample.attribute_positions, dataset.attribute_positions[i])
+                assert np.array_equal(sample.grounded_positions, dataset.grounded_positions[i])
     tagged = np.array(by_kind[True])
     assert abs((tagged == -100).mean() - 0.8) < 0.05
     for labels in (tagged[tagged != -100], np.array(by_kind[False])):
         assert abs(labels.mean() - 0.5) < 0.08  # as many matches as mismatches
     with pytest.raises(ValueError, match="attribute_mask_rate"):
         PretrainingDataset(corpus, tokenizer, answers, attribute_mask_rate=1.5)
+
+
+def test_attribute_samples_of_relation_captions_mask_the_relation_words(setup):
+    corpus, tokenizer, answers = setup
+    dataset = PretrainingDataset(corpus, tokenizer, answers, seed=2, attribute_mask_rate=1.0)
+    relations = [i for i, t in enumerate(dataset.texts) if t.kind == "caption" and t.category == "relation"]
+    assert relations
+    for i in relations:
+        words = tokenizer.decode(dataset.token_ids[i][dataset.grounded_positions[i]].tolist())
+        relation = next(r for r in ("left of", "right of", "above", "below") if f" {r} " in dataset.texts[i].text)
+        assert relation in words
+        sample = dataset[(0, i)]
+        assert sample.masking == "random_and_grounded"
+        assert np.array_equal(sample.grounded_positions, dataset.grounded_positions[i])
+    evaluation = PretrainingDataset(corpus, tokenizer, answers, purpose="attribute_eval")
+    for i, t in enumerate(evaluation.texts):
+        sample = evaluation[(0, i)]
+        assert np.array_equal(sample.grounded_positions, evaluation.attribute_positions[i])  # colour words only
 
 
 def test_questions_keep_their_image_and_carry_their_answer(setup):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from semvlp.data.language import holds
+from semvlp.data.language import FLIP, holds
 from semvlp.data.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, hand_features, render, sample_scene
 from semvlp.data.synthetic import generate_split
 
@@ -48,6 +48,19 @@ def test_captions_are_true_and_hard_negatives_false():
             hard += len(caption.hard_negatives)
     assert kinds == {"object", "pair", "relation", "count", "absence"}
     assert hard > 0
+
+
+def test_relation_spans_name_the_relation_of_relation_captions_only():
+    checked = 0
+    for im in generate_split("train", 30, seed=6):
+        for caption in im.captions:
+            words = [caption.text[start:end] for start, end in caption.relation_spans]
+            if caption.kind == "relation":
+                assert len(words) == 1 and words[0] in FLIP and f" {words[0]} " in caption.text
+                checked += 1
+            else:
+                assert words == []
+    assert checked > 10
 
 
 def test_attribute_spans_name_the_colour_of_the_only_object_of_that_shape():

@@ -32,6 +32,7 @@ def read_coco_captions(path, image_ids, bad: BadRecords | None = None) -> tuple[
         out.append(TextRecord(image_id, caption, "caption", category=extra.get("kind"),
                               hard_negatives=tuple(extra.get("hard_negatives", ())),
                               attribute_spans=tuple(tuple(s) for s in extra.get("attribute_spans", ())),
+                              relation_spans=tuple(tuple(s) for s in extra.get("relation_spans", ())),
                               meaning=tuple(tuple(c) for c in extra.get("meaning", ()))))
     return out, twins
 
