@@ -24,6 +24,7 @@ from .tokenizer import WordPieceTokenizer
 NEGATIVE_RATE = 0.5       # share of captions paired with a text that does not match their image
 HARD_NEGATIVE_RATE = 0.5  # share of those negatives that are hard negatives when the caption has some
 _NAMES = (tuple(COLOURS), SHAPES)
+_NO_POSITIONS = np.zeros(0, np.int64)
 
 
 @dataclass
@@ -155,7 +156,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng)
         record = self.corpus.features[self.texts[index].image_id]
         labels = np.where(record.object_ids >= 0, record.object_ids, -100)
-        grounded = {"random_and_grounded": self.grounded_positions[index],
-                    "attributes": self.attribute_positions[index]}.get(masking, np.zeros(0, np.int64))
+        grounded = (self.grounded_positions[index] if masking == "random_and_grounded"
+                    else self.attribute_positions[index] if masking == "attributes" else _NO_POSITIONS)
         return Sample(token_ids, grounded, record.features, record.normalised_boxes(), labels, itm, qa_label,
                       (self.seed, epoch, index, 1), masking)

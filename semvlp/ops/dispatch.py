@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 OPS = ("attention", "varlen_attention", "layer_norm", "add_layer_norm", "bias_gelu")
 
 
@@ -57,6 +59,12 @@ def register_backend(backend: Backend) -> None:
             raise ValueError(f"backend {backend.name!r}: unknown op {op!r}, expected one of {OPS}")
     _BACKENDS[backend.name] = backend
     _BY_PRIORITY[:] = sorted(_BACKENDS.values(), key=lambda b: -b.priority)
+
+
+def records_grad(*tensors) -> bool:
+    """Whether autograd records a call on these inputs: grad mode is on and one of them requires grad (other
+    values, None included, are ignored). Backends use it where training and inference want different paths."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 def backends() -> dict[str, str | None]:

@@ -78,10 +78,10 @@ def test_auto_takes_triton_where_it_measured_fastest_on_cuda():
 
 def test_auto_rule_for_bias_gelu_asks_whether_a_gradient_is_recorded():
     leaf, plain = torch.randn(3, requires_grad=True), torch.randn(3)
-    assert triton_backend._records_grad({"x": plain, "bias": leaf, "approximate": "none"})
-    assert not triton_backend._records_grad({"x": plain, "bias": plain, "approximate": "none"})
+    assert dispatch.records_grad(plain, leaf, "none")
+    assert not dispatch.records_grad(plain, plain, "none")
     with torch.no_grad():
-        assert not triton_backend._records_grad({"x": leaf, "bias": leaf, "approximate": "none"})
+        assert not dispatch.records_grad(leaf, leaf, "none")
 
 
 def test_unsupported_inputs_list_every_reason(monkeypatch):

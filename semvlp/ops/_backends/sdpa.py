@@ -15,15 +15,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..dispatch import Backend, register_backend
+from ..dispatch import Backend, records_grad, register_backend
 from ..padding import pad_varlen, padded_allowed
 
 
 def _sdpa(q, k, v, allowed, dropout_p, softmax_scale):
     """q/k/v (batch, seqlen, nheads, headdim); `allowed` bool broadcastable to (batch, 1, seqlen_q, seqlen_k) or None."""
     dtype = q.dtype
-    upcast = (q.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16) and torch.is_grad_enabled()
-              and any(t.requires_grad for t in (q, k, v)))
+    upcast = q.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16) and records_grad(q, k, v)
     q, k, v = (t.transpose(1, 2).float() if upcast else t.transpose(1, 2) for t in (q, k, v))
     if allowed is None:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=softmax_scale)

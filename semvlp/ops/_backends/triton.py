@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from ..dispatch import Backend, register_backend
+from ..dispatch import Backend, records_grad, register_backend
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 128  # kernels/attention.py: one head fits one tile
@@ -98,17 +98,13 @@ SLOWER_ON_GPU = {
 GELU_WITH_GRAD = "bias_gelu with gradients: the torch backend measured as fast fwd+bwd on an H100, at less host time"
 
 
-def _records_grad(inputs: dict) -> bool:
-    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs.values())
-
-
 def _auto_reasons(op: str, inputs: dict) -> list[str]:
     """`auto` takes this backend for CUDA tensors only (the interpreter is for forced calls), and not where
     another backend measured faster."""
     first = next(t for t in inputs.values() if isinstance(t, torch.Tensor))
     if first.device.type != "cuda":
         return [f"tensors on {first.device.type}: the interpreter runs only when backend='triton' is forced"]
-    if op == "bias_gelu" and _records_grad(inputs):
+    if op == "bias_gelu" and records_grad(*inputs.values()):
         return [GELU_WITH_GRAD]
     return [SLOWER_ON_GPU[op]] if op in SLOWER_ON_GPU else []
 
