@@ -24,6 +24,7 @@ from bench.e2e_inputs import (bert_inputs, lxmert_inputs, padded, step_flops, te
                               visual_bert_inputs)
 from semvlp.data import random_batch
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
+from semvlp.model.config import TASKS
 
 # Model sizes and batch shapes. Vocabulary, detector features and label spaces are the real ones from
 # "small" up, so the heads cost what they cost in pretraining.
@@ -126,7 +127,8 @@ def build(args) -> harness.Benchmark:
     batch_size = args.batch_size or size["batch_size"]
     compile_on = args.compile
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    config = SemVLPConfig(**size["model"])
+    # The peers' tasks only: none of them grounds phrases in regions.
+    config = SemVLPConfig(**size["model"], tasks={t: t != "grounding" for t in TASKS})
     batch = random_batch(config, batch_size, seed=0, text_len=size["text_len"], num_regions=size["num_regions"])
     hf_batch = padded(batch)
     layout = batch.layout

@@ -12,7 +12,7 @@ def test_demo_runs_forward_and_backward_in_both_modes(capsys):
     lines = capsys.readouterr().out.splitlines()
     for mode in ("single", "two"):
         line = next(line for line in lines if line.startswith(f"{mode}-stream:"))
-        for task in ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grad-norm"):
+        for task in ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding", "grad-norm"):
             assert f"{task}=" in line
 
 

@@ -29,6 +29,9 @@ class PretrainingBatch:
     mrm_label_targets: torch.Tensor     # (n_mrm,) int64 object labels, -100 = unknown
     itm_labels: torch.Tensor            # (B,) int64, 1 = caption matches the image
     qa_labels: torch.Tensor             # (B,) int64 answer index, -100 = no question for this sample
+    grounding_positions: torch.Tensor   # (n_ground,) int64 indices into the packed text of words inside phrases
+    grounding_samples: torch.Tensor     # (n_ground,) int64 the sample each of those words belongs to
+    grounding_targets: torch.Tensor     # (n_ground,) int64 the region its phrase names, counted within its sample
     token_type_ids: torch.Tensor | None = None  # (total_text,) int64
 
     def to(self, device, non_blocking: bool = False) -> "PretrainingBatch":

@@ -63,14 +63,18 @@ class Collator:
         if not samples:
             raise ValueError("samples: expected at least one sample, got none")
         ids, mlm_pos, mlm_tgt, feats, boxes, mrm_pos, mrm_feat, mrm_lab, itm = [], [], [], [], [], [], [], [], []
+        ground_pos, ground_samples, ground_tgt = [], [], []
         text_offset = region_offset = 0
-        for sample in samples:
+        for i, sample in enumerate(samples):
             rng = np.random.default_rng(list(sample.mask_seed))
             words, positions, targets = self._mask_words(sample, rng)
             ids.append(words)
             itm.append(sample.itm_label)
             mlm_pos.append(positions + text_offset)
             mlm_tgt.append(targets)
+            ground_pos.append(sample.phrase_positions + text_offset)
+            ground_samples.append(np.full(len(sample.phrase_positions), i, np.int64))
+            ground_tgt.append(sample.phrase_regions)
             features = sample.features.copy()
             if sample.masking.startswith("random"):
                 masked = np.flatnonzero(rng.random(len(features)) < self.region_mask_rate)
@@ -97,4 +101,7 @@ class Collator:
             mrm_label_targets=torch.from_numpy(np.concatenate(mrm_lab) if mrm_lab else np.zeros(0, np.int64)).long(),
             itm_labels=torch.tensor(itm, dtype=torch.int64),
             qa_labels=torch.tensor([s.qa_label for s in samples], dtype=torch.int64),
+            grounding_positions=torch.from_numpy(np.concatenate(ground_pos)).long(),
+            grounding_samples=torch.from_numpy(np.concatenate(ground_samples)).long(),
+            grounding_targets=torch.from_numpy(np.concatenate(ground_tgt)).long(),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,9 @@ class Sample:
     # "random" (15% of words, 80/10/10, and 15% of regions), "random_and_grounded" (that, and every grounded
     # word [MASK]: colour words and relation words), "attributes" (exactly the colour words), "none"
     masking: str = "random"
+    # Phrase grounding: token positions inside a phrase that names a region, and that region's index.
+    phrase_positions: np.ndarray = field(default_factory=lambda: _NO_POSITIONS)
+    phrase_regions: np.ndarray = field(default_factory=lambda: _NO_POSITIONS)
 
 
 class AnswerVocab:
@@ -74,6 +77,12 @@ def _token_positions(offsets: list[tuple[int, int]], spans) -> np.ndarray:
                     dtype=np.int64)
 
 
+def _phrase_tokens(offsets: list[tuple[int, int]], phrases) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, regions): each token inside a (start, end, region) phrase, and the region it names."""
+    pairs = [(i, r) for i, (s, e) in enumerate(offsets) if e > s for a, b, r in phrases if a <= s and e <= b]
+    return (np.array([i for i, _ in pairs], dtype=np.int64), np.array([r for _, r in pairs], dtype=np.int64))
+
+
 class PretrainingDataset(torch.utils.data.Dataset):
     """Indexed by (epoch, text index).
 
@@ -83,7 +92,8 @@ class PretrainingDataset(torch.utils.data.Dataset):
     relationship prediction: its own image, all those words [MASK], and no ITM label, since a mismatching text
     has no tagged words and the masks would give its label away. Every other caption is an ITM sample, paired with
     a mismatching text half of the time (hard negatives included), so ITM stays balanced for every kind of
-    caption.
+    caption. Training samples whose text is their own caption also carry its phrase grounding (each token of a
+    phrase and the region it names), for the grounding task.
     "itm_eval": two samples per caption, its own (1) and a mismatching text (0), nothing masked.
     "attribute_eval": the captions with grounded colour words, their own image, exactly those words masked.
     """
@@ -109,6 +119,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         # What an attribute sample masks in training; evaluation masks the colour words alone.
         self.grounded_positions = [np.union1d(a, r).astype(np.int64)
                                    for a, r in zip(self.attribute_positions, relation_positions)]
+        self.phrase_tokens = [_phrase_tokens(e.offsets, t.phrases) for e, t in zip(encoded, texts)]
         negatives = [n for t in texts for n in t.hard_negatives]
         negative_ids = iter(e.ids for e in tokenizer.encode_batch(negatives)) if negatives else iter(())
         self.hard_negative_ids = [[next(negative_ids) for _ in t.hard_negatives] for t in texts]
@@ -158,5 +169,10 @@ class PretrainingDataset(torch.utils.data.Dataset):
         labels = np.where(record.object_ids >= 0, record.object_ids, -100)
         grounded = (self.grounded_positions[index] if masking == "random_and_grounded"
                     else self.attribute_positions[index] if masking == "attributes" else _NO_POSITIONS)
+        phrase_positions, phrase_regions = (self.phrase_tokens[index] if self.purpose == "train" and itm != 0
+                                            else (_NO_POSITIONS, _NO_POSITIONS))
+        if len(phrase_regions) and phrase_regions.max() >= len(record.features):
+            raise ValueError(f"corpus: caption {self.texts[index].text!r} names region {phrase_regions.max()} of "
+                             f"image {record.image_id!r}, which has {len(record.features)} regions")
         return Sample(token_ids, grounded, record.features, record.normalised_boxes(), labels, itm, qa_label,
-                      (self.seed, epoch, index, 1), masking)
+                      (self.seed, epoch, index, 1), masking, phrase_positions, phrase_regions)

@@ -28,7 +28,8 @@ def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len:
 
     Text lengths vary uniformly in [text_len // 2, text_len] ([CLS] and [SEP] included); every sample has
     `num_regions` regions. About 15% of words and regions are masked (at least one of each), half the
-    samples are image-text mismatches, and the matching ones carry a QA label.
+    samples are image-text mismatches, and the matching ones carry a QA label and ground about 15% of their
+    words in one of their regions.
     """
     if config.vocab_size <= _FIRST_WORD:
         raise ValueError(f"config.vocab_size: expected more than {_FIRST_WORD} tokens, got {config.vocab_size}")
@@ -69,6 +70,11 @@ def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len:
     itm_labels = torch.randint(0, 2, (batch_size,), generator=g)
     qa_labels = torch.randint(0, config.num_qa_labels, (batch_size,), generator=g)
     qa_labels[itm_labels == 0] = -100
+    # Phrase grounding on about 15% of the matching samples' words, each naming one of its sample's regions.
+    word_samples = torch.searchsorted(layout.text_cu_seqlens[1:].long(), word_positions, right=True)
+    matching_words = word_positions[itm_labels[word_samples] == 1]
+    grounding_positions = matching_words[_pick_masked(matching_words.numel(), g)]
+    grounding_samples = torch.searchsorted(layout.text_cu_seqlens[1:].long(), grounding_positions, right=True)
     return PretrainingBatch(
         input_ids=replaced,
         region_features=features,
@@ -81,4 +87,7 @@ def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len:
         mrm_label_targets=torch.randint(0, config.num_region_labels, (mrm_positions.numel(),), generator=g),
         itm_labels=itm_labels,
         qa_labels=qa_labels,
+        grounding_positions=grounding_positions,
+        grounding_samples=grounding_samples,
+        grounding_targets=torch.randint(0, num_regions, (grounding_positions.numel(),), generator=g),
     )

@@ -97,6 +97,7 @@ class TextRecord:
     hard_negatives: tuple[str, ...] = ()         # captions made false by one change
     attribute_spans: tuple[tuple[int, int], ...] = field(default=())  # grounded colour words (char spans)
     relation_spans: tuple[tuple[int, int], ...] = field(default=())   # spatial relation words (char spans)
+    phrases: tuple[tuple[int, int, int], ...] = field(default=())      # (start, end, region index) of each phrase
     meaning: tuple = ()                          # synthetic captions: clauses `language.holds` can check
     answers: tuple[str, ...] = ()                # questions: every human answer (VQA has ten), for the VQA score
 

@@ -77,7 +77,8 @@ def to_corpus(images: list[SyntheticImage]) -> Corpus:
     """The in-memory corpus: the same records, in the same order, as reading the written files gives."""
     texts = [TextRecord(im.record.image_id, c.text, "caption", category=c.kind, hard_negatives=tuple(c.hard_negatives),
                         attribute_spans=tuple(tuple(s) for s in c.attribute_spans),
-                        relation_spans=tuple(tuple(s) for s in c.relation_spans), meaning=_frozen(c.meaning))
+                        relation_spans=tuple(tuple(s) for s in c.relation_spans),
+                        phrases=tuple((*p["span"], p["region"]) for p in c.phrases), meaning=_frozen(c.meaning))
              for im in images for c in im.captions]
     texts += [TextRecord(im.record.image_id, q.text, "question", answer=q.answer, category=q.category,
                          answers=(q.answer,) * HUMAN_ANSWERS) for im in images for q in im.questions]

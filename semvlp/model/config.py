@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Hugging Face BERT activation names -> the `approximate` form of semvlp.ops.bias_gelu.
 GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
-TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa")
+TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding")
 MODES = ("single", "two")
 
 

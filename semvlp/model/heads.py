@@ -1,4 +1,4 @@
-"""Prediction heads of pretraining: MLM (tied decoder), masked region modelling, ITM, image QA."""
+"""Prediction heads of pretraining: MLM (tied decoder), masked region modelling, ITM, image QA, phrase grounding."""
 
 from __future__ import annotations
 
@@ -72,3 +72,25 @@ class AnswerHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transform(pooled))
+
+
+class GroundingHead(nn.Module):
+    """Phrase grounding: scores each word of a phrase against the regions of its own sample (scaled dot product
+    of projected word and region states), so training can ask which region the phrase names."""
+
+    def __init__(self, config: SemVLPConfig):
+        super().__init__()
+        self.word = nn.Linear(config.hidden_size, config.hidden_size)
+        self.region = nn.Linear(config.hidden_size, config.hidden_size)
+        self.scale = config.hidden_size ** -0.5
+
+    def forward(self, words: torch.Tensor, word_samples: torch.Tensor, regions: torch.Tensor,
+                region_cu_seqlens: torch.Tensor, max_regions: int) -> torch.Tensor:
+        """words (n, hidden) of samples word_samples (n,); regions (total_regions, hidden) packed by
+        region_cu_seqlens (B+1,) -> logits (n, max_regions) over each word's own regions, -inf past their count."""
+        start = region_cu_seqlens[word_samples].long()
+        count = region_cu_seqlens[word_samples + 1].long() - start
+        columns = torch.arange(max_regions, device=words.device)
+        index = (start[:, None] + columns).clamp(max=max(regions.shape[0] - 1, 0))
+        scores = (self.word(words) * self.scale) @ self.region(regions).T
+        return scores.gather(1, index).masked_fill(columns >= count[:, None], float("-inf"))

@@ -11,7 +11,7 @@ from torch import nn
 from ..data.batch import PretrainingBatch
 from .backbone import SemVLPModel, init_bert_weights
 from .config import SemVLPConfig
-from .heads import AnswerHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler
+from .heads import AnswerHead, GroundingHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler
 
 
 @dataclass
@@ -22,6 +22,7 @@ class PretrainingOutput:
     itm_logits: torch.Tensor | None = None          # (B, 2)
     qa_logits: torch.Tensor | None = None           # (B, num_qa_labels)
     mrm_label_logits: torch.Tensor | None = None    # (n_mrm, num_region_labels)
+    grounding_logits: torch.Tensor | None = None    # (n_ground, max regions of a sample), -inf past its regions
 
 
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,9 @@ class SemVLPForPretraining(nn.Module):
         self.region_head = MaskedRegionHead(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
         self.qa_head = AnswerHead(config, config.num_qa_labels)
-        for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.qa_head):
+        self.grounding_head = GroundingHead(config)
+        for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.qa_head,
+                       self.grounding_head):
             module.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     def forward(self, batch: PretrainingBatch, mode: str = "single") -> PretrainingOutput:
@@ -70,5 +73,11 @@ class SemVLPForPretraining(nn.Module):
             if tasks["qa"]:
                 out.qa_logits = self.qa_head(pooled)
                 out.losses["qa"] = _cross_entropy(out.qa_logits, batch.qa_labels)
+        if tasks["grounding"]:
+            words = hidden.index_select(0, layout.text_index.index_select(0, batch.grounding_positions))
+            regions = hidden.index_select(0, layout.region_index)
+            out.grounding_logits = self.grounding_head(words, batch.grounding_samples, regions,
+                                                       layout.region_cu_seqlens, layout.max_regions)
+            out.losses["grounding"] = _cross_entropy(out.grounding_logits, batch.grounding_targets)
         out.loss = sum(weights[name] * loss for name, loss in out.losses.items())
         return out

@@ -98,6 +98,16 @@ def test_random_and_grounded_masking_adds_every_grounded_word_to_the_random_mask
     assert batch.mrm_positions.numel() > 0 and (batch.itm_labels == -100).all()
 
 
+def test_phrase_grounding_is_packed_with_its_sample_and_region(tokenizer):
+    samples = [_sample(5, 3, seed=0), _sample(7, 2, seed=1), _sample(4, 4, seed=2)]
+    samples[0].phrase_positions, samples[0].phrase_regions = np.array([1, 2]), np.array([2, 0])
+    samples[2].phrase_positions, samples[2].phrase_regions = np.array([3]), np.array([3])
+    batch = _collator(tokenizer)(samples)
+    assert batch.grounding_positions.tolist() == [1, 2, 7 + 9 + 3]
+    assert batch.grounding_samples.tolist() == [0, 0, 2]
+    assert batch.grounding_targets.tolist() == [2, 0, 3]
+
+
 def test_layout_matches_the_samples_and_masking_is_seeded(tokenizer):
     samples = [_sample(n, r, seed=n) for n, r in [(1, 1), (7, 3), (12, 6), (3, 2)]]
     a, b = _collator(tokenizer)(samples), _collator(tokenizer)(samples)
@@ -116,4 +126,4 @@ def test_a_collated_synthetic_batch_trains_in_both_modes(tokenizer, corpus):
     model = SemVLPForPretraining(config)
     for mode in ("single", "two"):
         out = model(batch, mode=mode)
-        assert torch.isfinite(out.loss) and set(out.losses) == {"mlm", "mrm_feat", "mrm_label", "itm", "qa"}
+        assert torch.isfinite(out.loss) and set(out.losses) == {"mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding"}

@@ -1,6 +1,9 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
+from semvlp.data.corpus import Corpus
 from semvlp.data.dataset import AnswerVocab, PretrainingDataset
 from semvlp.data.language import holds
 from semvlp.data.scenes import COLOURS, SHAPES
@@ -77,6 +80,35 @@ def test_attribute_samples_of_relation_captions_mask_the_relation_words(setup):
     for i, t in enumerate(evaluation.texts):
         sample = evaluation[(0, i)]
         assert np.array_equal(sample.grounded_positions, evaluation.attribute_positions[i])  # colour words only
+
+
+def test_own_captions_ground_each_phrase_word_in_the_region_it_names(setup):
+    corpus, tokenizer, answers = setup
+    dataset = PretrainingDataset(corpus, tokenizer, answers, seed=3, attribute_mask_rate=0.5)
+    grounded = 0
+    for i, text in enumerate(dataset.texts):
+        sample = dataset[(0, i)]
+        if sample.itm_label == 0 or text.kind == "question" or text.category in ("count", "absence"):
+            assert len(sample.phrase_positions) == len(sample.phrase_regions) == 0
+            continue
+        record = corpus.features[text.image_id]
+        assert len(sample.phrase_positions) and len(sample.phrase_positions) == len(sample.phrase_regions)
+        for region in np.unique(sample.phrase_regions):
+            words = tokenizer.decode(dataset.token_ids[i][sample.phrase_positions[sample.phrase_regions == region]]
+                                     .tolist())
+            assert words.split()[-2:] == [list(COLOURS)[record.attr_ids[region]], SHAPES[record.object_ids[region]]]
+        grounded += 1
+    assert grounded > 50
+
+
+def test_a_phrase_naming_a_region_the_image_lacks_is_an_error(setup):
+    corpus, tokenizer, answers = setup
+    text = next(t for t in corpus.texts if t.phrases and t.attribute_spans)
+    broken = dataclasses.replace(text, phrases=((*text.phrases[0][:2], 99),))
+    # An attribute sample, so the caption keeps its own image.
+    dataset = PretrainingDataset(Corpus(corpus.features, [broken]), tokenizer, answers, attribute_mask_rate=1.0)
+    with pytest.raises(ValueError, match=rf"caption {broken.text!r} names region 99 of image '{text.image_id}'"):
+        dataset[(0, 0)]
 
 
 def test_questions_keep_their_image_and_carry_their_answer(setup):

@@ -15,7 +15,8 @@ def test_defaults_are_bert_base_with_the_plug_in_the_top_half():
 
 def test_json_round_trip(tmp_path):
     config = SemVLPConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=3, cross_layers=[0, 2],
-                          tasks={"mlm": True, "mrm_feat": False, "mrm_label": True, "itm": True, "qa": False})
+                          tasks={"mlm": True, "mrm_feat": False, "mrm_label": True, "itm": True, "qa": False,
+                                 "grounding": True})
     config.save(tmp_path / "config.json")
     assert SemVLPConfig.load(tmp_path / "config.json") == config
     assert json.loads((tmp_path / "config.json").read_text())["cross_layers"] == [0, 2]
@@ -29,7 +30,7 @@ def test_json_round_trip(tmp_path):
     (dict(vocab_size=0), r"vocab_size: expected a positive int, got 0"),
     (dict(hidden_dropout_prob=1.5), r"hidden_dropout_prob: expected a probability in \[0, 1\)"),
     (dict(tasks={"mlm": True}), r"tasks: expected exactly the keys"),
-    (dict(tasks={t: False for t in ("mlm", "mrm_feat", "mrm_label", "itm", "qa")}), r"tasks: expected at least one"),
+    (dict(tasks={t: False for t in ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding")}), r"tasks: expected at least one"),
 ])
 def test_invalid_fields_are_named(fields, message):
     with pytest.raises(ValueError, match=message):

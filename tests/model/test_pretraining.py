@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from semvlp import SemVLPForPretraining
 from semvlp.data import random_batch
 
-TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa")
+TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding")
 
 
 @pytest.mark.parametrize("mode", ["single", "two"])
@@ -34,6 +34,38 @@ def test_losses_match_their_definitions(tiny_config):
     torch.testing.assert_close(out.losses["mrm_label"], F.cross_entropy(out.mrm_label_logits, batch.mrm_label_targets))
 
 
+def test_grounding_scores_each_phrase_word_against_its_own_samples_regions(tiny_config):
+    model = SemVLPForPretraining(tiny_config).eval()
+    batch = random_batch(tiny_config, 5, seed=4, text_len=9, num_regions=5)
+    # Samples with 1, 3 and 5 regions: each word's softmax runs over its own sample's regions only.
+    layout = batch.layout.__class__.from_lengths(batch.layout.text_lengths(), [1, 3, 5, 2, 4])
+    boxes = batch.region_boxes[:layout.total_regions]
+    batch = dataclasses.replace(batch, layout=layout, region_features=batch.region_features[:layout.total_regions],
+                                region_boxes=boxes, mrm_positions=batch.mrm_positions[:0],
+                                mrm_feature_targets=batch.mrm_feature_targets[:0],
+                                mrm_label_targets=batch.mrm_label_targets[:0])
+    starts = layout.text_cu_seqlens[:-1].long()
+    samples = torch.tensor([0, 1, 1, 2, 4, 4])
+    positions = starts[samples] + torch.tensor([1, 1, 2, 1, 1, 2])
+    targets = torch.tensor([0, 2, 1, 4, 3, 0])
+    batch = dataclasses.replace(batch, grounding_positions=positions, grounding_samples=samples,
+                                grounding_targets=targets)
+    with torch.no_grad():
+        out = model(batch, mode="two")
+        hidden = model.semvlp(batch.input_ids, batch.region_features, batch.region_boxes, layout, mode="two")
+    head = model.grounding_head
+    counts = layout.region_counts()
+    losses = []
+    for word, sample, target in zip(positions.tolist(), samples.tolist(), targets.tolist()):
+        first = layout.region_cu_seqlens[sample].item()
+        regions = hidden[layout.region_index[first:first + counts[sample]]]
+        scores = head.region(regions) @ head.word(hidden[layout.text_index[word]]) / tiny_config.hidden_size ** 0.5
+        torch.testing.assert_close(out.grounding_logits[len(losses), :counts[sample]], scores)
+        assert torch.isneginf(out.grounding_logits[len(losses), counts[sample]:]).all()
+        losses.append(F.cross_entropy(scores[None], torch.tensor([target])))
+    torch.testing.assert_close(out.losses["grounding"], torch.stack(losses).mean())
+
+
 def test_switched_off_tasks_are_not_computed(tiny_config):
     config = dataclasses.replace(tiny_config, tasks={t: t in ("mlm", "itm") for t in TASKS})
     out = SemVLPForPretraining(config)(random_batch(config, 3, text_len=9, num_regions=4))
@@ -44,10 +76,11 @@ def test_switched_off_tasks_are_not_computed(tiny_config):
 def test_batch_without_masked_words_or_questions_has_zero_loss_not_nan(tiny_config):
     batch = random_batch(tiny_config, 3, text_len=9, num_regions=4)
     empty = torch.zeros(0, dtype=torch.int64)
-    batch = dataclasses.replace(batch, mlm_positions=empty, mlm_targets=empty, qa_labels=torch.full((3,), -100))
+    batch = dataclasses.replace(batch, mlm_positions=empty, mlm_targets=empty, qa_labels=torch.full((3,), -100),
+                                grounding_positions=empty, grounding_samples=empty, grounding_targets=empty)
     model = SemVLPForPretraining(tiny_config)
     out = model(batch)
-    assert out.losses["mlm"].item() == 0.0 and out.losses["qa"].item() == 0.0
+    assert out.losses["mlm"].item() == 0.0 and out.losses["qa"].item() == 0.0 and out.losses["grounding"].item() == 0.0
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

@@ -33,6 +33,7 @@ def read_coco_captions(path, image_ids, bad: BadRecords | None = None) -> tuple[
                               hard_negatives=tuple(extra.get("hard_negatives", ())),
                               attribute_spans=tuple(tuple(s) for s in extra.get("attribute_spans", ())),
                               relation_spans=tuple(tuple(s) for s in extra.get("relation_spans", ())),
+                              phrases=tuple((*p["span"], p["region"]) for p in extra.get("phrases", ())),
                               meaning=tuple(tuple(c) for c in extra.get("meaning", ()))))
     return out, twins
 
