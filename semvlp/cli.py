@@ -55,10 +55,10 @@ def _synth(args) -> int:
     counts = {"train": args.train, "val": args.val, "novel": args.novel, "test": args.test}
     counts = {split: n for split, n in counts.items() if n}
     splits = write_synthetic(args.out, counts, seed=args.seed, feature_dim=args.feature_dim,
-                             formats=tuple(args.formats.split(",")))
+                             formats=tuple(args.formats.split(",")), features=args.region_features)
     sizes = ", ".join(f"{split} {len(images)} images / {sum(len(im.captions) for im in images)} captions / "
                       f"{sum(len(im.questions) for im in images)} questions" for split, images in splits.items())
-    print(f"wrote {args.out}: {sizes}; features as {args.formats}")
+    print(f"wrote {args.out}: {sizes}; {args.region_features} features as {args.formats}")
     return 0
 
 
@@ -265,6 +265,8 @@ def _add_ablation(commands) -> None:
 
 
 def _add_pretrain(commands) -> None:
+    from .data.synthetic import REGION_FEATURES
+
     p = commands.add_parser("pretrain", help="pretrain under DeepSpeed (launch with deepspeed, torchrun or plainly)")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (generated in memory) or a data folder written in the real formats")
@@ -280,6 +282,8 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
     p.add_argument("--synthetic-scenes", type=int, default=4000, help="--data synthetic: training scenes")
     p.add_argument("--data-seed", type=int, default=0, help="--data synthetic: seed of the scenes")
+    p.add_argument("--region-features", choices=REGION_FEATURES, default="hand",
+                   help="--data synthetic: hand features (colour statistics, shape cues) or pooled CNN features")
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="data folder: which feature files to read")
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: bert-base-uncased's)")
     p.add_argument("--attribute-mask-rate", type=float, default=0.0,
@@ -301,6 +305,8 @@ def _add_pretrain(commands) -> None:
 
 
 def _add_data(commands) -> None:
+    from .data.synthetic import REGION_FEATURES
+
     data = commands.add_parser("data", help="synthetic data and vocabularies").add_subparsers(dest="data_command",
                                                                                              required=True)
     synth = data.add_parser("synth", help="write the synthetic dataset in the real formats")
@@ -310,7 +316,11 @@ def _add_data(commands) -> None:
     synth.add_argument("--novel", type=int, default=400, help="held-out images with held-out colour-shape combos")
     synth.add_argument("--test", type=int, default=0, help="downstream test images (pretraining never reads them)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--feature-dim", type=int, default=64, help="region feature size (hand features, zero-padded)")
+    synth.add_argument("--feature-dim", type=int, default=64,
+                       help="region feature size (hand features are zero-padded to it; CNN features need a multiple of 4)")
+    synth.add_argument("--region-features", choices=REGION_FEATURES, default="hand",
+                       help="hand features (colour statistics, shape cues) or pooled CNN features of a seeded, "
+                            "untrained network")
     synth.add_argument("--formats", default="tsv", help="comma-separated feature formats: tsv,h5,npz")
     synth.set_defaults(run=_synth)
     vocab = data.add_parser("vocab", help="train a WordPiece vocab.txt on a corpus")

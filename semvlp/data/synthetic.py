@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cnn_features import RegionCNN
 from .corpus import Corpus, MemoryFeatures
 from .formats import FEATURE_FORMATS, write_coco_captions, write_features, write_nlvr2, write_vqa
 from .language import Caption, Question, SceneLanguage
@@ -25,6 +26,8 @@ _ID_BASE = {"train": 0, "val": 10_000_000, "novel": 20_000_000, "test": 30_000_0
 # Every synthetic question has one true answer, given by as many annotators as VQA has.
 HUMAN_ANSWERS = 10
 _COLOUR_INDEX = {c: i for i, c in enumerate(COLOURS)}
+# Region features: "hand" (colour statistics and shape cues, the default) or "cnn" (pooled CNN features).
+REGION_FEATURES = ("hand", "cnn")
 
 
 @dataclass
@@ -35,20 +38,24 @@ class SyntheticImage:
     twin: str | None
 
 
-def _image_record(scene: Scene, image: np.ndarray, feature_dim: int) -> ImageRecord:
-    return ImageRecord(scene.image_id, IMAGE_SIZE, IMAGE_SIZE, np.array([o.box for o in scene.objects], np.float32),
-                       region_features(scene, image, feature_dim),
+def _image_record(scene: Scene, image: np.ndarray, feature_dim: int, cnn: RegionCNN | None) -> ImageRecord:
+    boxes = np.array([o.box for o in scene.objects], np.float32)
+    return ImageRecord(scene.image_id, IMAGE_SIZE, IMAGE_SIZE, boxes,
+                       region_features(scene, image, feature_dim) if cnn is None else cnn(image, boxes),
                        np.array([SHAPES.index(o.shape) for o in scene.objects], np.int64),
                        np.array([_COLOUR_INDEX[o.colour] for o in scene.objects], np.int64))
 
 
 def generate_split(split: str, count: int, seed: int = 0, feature_dim: int = HAND_FEATURE_DIM,
                    captions_per_image: int = 5, questions_per_image: int = 3,
-                   twin_fraction: float = 0.2) -> list[SyntheticImage]:
+                   twin_fraction: float = 0.2, features: str = "hand") -> list[SyntheticImage]:
     """`count` images of one split. A `twin_fraction` of them come in pairs that differ only in which colour
-    binds to which shape."""
+    binds to which shape. `features`: one of REGION_FEATURES (the CNN's weights are seeded by `seed`)."""
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    if features not in REGION_FEATURES:
+        raise ValueError(f"features: expected one of {REGION_FEATURES}, got {features!r}")
+    cnn = RegionCNN(feature_dim, seed) if features == "cnn" else None
     out: list[SyntheticImage] = []
     while len(out) < count:
         k = len(out)
@@ -63,7 +70,7 @@ def generate_split(split: str, count: int, seed: int = 0, feature_dim: int = HAN
         for s in scenes:
             language = SceneLanguage(s, rng)
             twin_id = next((t.image_id for t in scenes if t is not s), None)
-            out.append(SyntheticImage(_image_record(s, render(s, rng), feature_dim),
+            out.append(SyntheticImage(_image_record(s, render(s, rng), feature_dim, cnn),
                                       language.captions(captions_per_image), language.questions(questions_per_image),
                                       twin_id))
     return out
@@ -106,15 +113,15 @@ def write_split(folder: Path, split: str, images: list[SyntheticImage], seed: in
 
 
 def write_synthetic(folder, counts: dict[str, int], seed: int = 0, feature_dim: int = HAND_FEATURE_DIM,
-                    formats: tuple[str, ...] = ("tsv",)) -> dict[str, list[SyntheticImage]]:
-    """Writes every split's captions, questions and paired statements, and all images' features in each of
-    `formats`."""
+                    formats: tuple[str, ...] = ("tsv",), features: str = "hand") -> dict[str, list[SyntheticImage]]:
+    """Writes every split's captions, questions and paired statements, and all images' features (of the kind
+    `features` names) in each of `formats`."""
     unknown = [f for f in formats if f not in FEATURE_FORMATS]
     if unknown or not formats:
         raise ValueError(f"formats: expected some of {list(FEATURE_FORMATS)}, got {list(formats)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    splits = {split: generate_split(split, n, seed, feature_dim) for split, n in counts.items()}
+    splits = {split: generate_split(split, n, seed, feature_dim, features=features) for split, n in counts.items()}
     for split, images in splits.items():
         write_split(folder, split, images, seed)
     records = [im.record for images in splits.values() for im in images]

@@ -25,12 +25,14 @@ class RunData:
 
 
 def load_run_data(source: str, bad: BadRecords, feature_dim: int, synthetic_scenes: int = 4000,
-                  data_seed: int = 0, feature_format: str | None = None) -> RunData:
-    """source "synthetic" (generated in memory, seeded by data_seed) or a data folder in the real formats."""
+                  data_seed: int = 0, feature_format: str | None = None, region_features: str = "hand") -> RunData:
+    """source "synthetic" (generated in memory, seeded by data_seed, with `region_features`, "hand" or "cnn")
+    or a data folder in the real formats."""
     if source == "synthetic":
         held_out_scenes = max(synthetic_scenes // 10, 50)
         counts = {"train": synthetic_scenes, "val": held_out_scenes, "novel": held_out_scenes}
-        splits = {split: to_corpus(generate_split(split, n, data_seed, feature_dim)) for split, n in counts.items()}
+        splits = {split: to_corpus(generate_split(split, n, data_seed, feature_dim, features=region_features))
+                  for split, n in counts.items()}
         return RunData(splits["train"], {s: splits[s] for s in EVAL_SPLITS})
     # Every record is checked against the model's feature size: a record of another size is a bad record.
     features = open_features(source, feature_format, bad, feature_dim=feature_dim)

@@ -70,7 +70,7 @@ def _pretrain(args, env) -> dict:
         config.vocab_size = tokenizer.vocab_size
     bad = BadRecords(skip=args.skip_bad_records)
     data = load_run_data(args.data, bad, config.visual_feat_dim, args.synthetic_scenes, args.data_seed,
-                         args.feature_format)
+                         args.feature_format, args.region_features)
     if bad.total:
         logger.warning(bad.summary())
     answers = AnswerVocab.from_texts(data.train.texts, config.num_qa_labels)
