@@ -317,7 +317,8 @@ def _add_data(commands) -> None:
     synth.add_argument("--test", type=int, default=0, help="downstream test images (pretraining never reads them)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--feature-dim", type=int, default=64,
-                       help="region feature size (hand features are zero-padded to it; CNN features need a multiple of 4)")
+                       help="region feature size (hand features are zero-padded to it; CNN features need a "
+                            "multiple of 4)")
     synth.add_argument("--region-features", choices=REGION_FEATURES, default="hand",
                        help="hand features (colour statistics, shape cues) or pooled CNN features of a seeded, "
                             "untrained network")

@@ -36,7 +36,8 @@ def test_features_tell_colours_apart_but_not_positions():
 
 
 def test_feature_dim_must_divide_into_the_pooled_grid():
-    with pytest.raises(ValueError, match="feature_dim: expected a positive multiple of 4 for pooled CNN features, got 30"):
+    with pytest.raises(ValueError, match="feature_dim: expected a positive multiple of 4 for pooled CNN features, "
+                                         "got 30"):
         RegionCNN(30)
 
 
