@@ -92,8 +92,9 @@ class PretrainingDataset(torch.utils.data.Dataset):
     relationship prediction: its own image, all those words [MASK], and no ITM label, since a mismatching text
     has no tagged words and the masks would give its label away. Every other caption is an ITM sample, paired with
     a mismatching text half of the time (hard negatives included), so ITM stays balanced for every kind of
-    caption. Training samples whose text is their own caption also carry its phrase grounding (each token of a
-    phrase and the region it names), for the grounding task.
+    caption.
+    Every sample whose text is its own caption carries the caption's phrase grounding (each token of a phrase
+    and the region it names), for the grounding task and its evaluation.
     "itm_eval": two samples per caption, its own (1) and a mismatching text (0), nothing masked.
     "attribute_eval": the captions with grounded colour words, their own image, exactly those words masked.
     """
@@ -169,8 +170,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         labels = np.where(record.object_ids >= 0, record.object_ids, -100)
         grounded = (self.grounded_positions[index] if masking == "random_and_grounded"
                     else self.attribute_positions[index] if masking == "attributes" else _NO_POSITIONS)
-        phrase_positions, phrase_regions = (self.phrase_tokens[index] if self.purpose == "train" and itm != 0
-                                            else (_NO_POSITIONS, _NO_POSITIONS))
+        phrase_positions, phrase_regions = self.phrase_tokens[index] if itm != 0 else (_NO_POSITIONS, _NO_POSITIONS)
         if len(phrase_regions) and phrase_regions.max() >= len(record.features):
             raise ValueError(f"corpus: caption {self.texts[index].text!r} names region {phrase_regions.max()} of "
                              f"image {record.image_id!r}, which has {len(record.features)} regions")

@@ -1,10 +1,12 @@
-"""Held-out evaluation: image-text matching accuracy and masked-word accuracy on attribute (colour) words.
+"""Held-out evaluation: image-text matching accuracy, masked-word accuracy on attribute (colour) words and
+phrase grounding accuracy.
 
 ITM: every caption of the split with its own image and with a mismatching text (half hard negatives), nothing
 masked; also per kind of caption where captions carry one (the synthetic data's object, pair, relation, count
 and absence), which shows whether the ITM head reads the image or only the kind of text. Attribute MLM: the
 captions' grounded colour words (each names the colour of the one object of its shape in the scene) are
-masked and predicted. Work is split across ranks and every rank runs the same number
+masked and predicted. Phrase grounding: each word of a phrase of the matching captions (in the ITM pass) picks
+the region it names among its image's regions. Work is split across ranks and every rank runs the same number
 of forward passes, since under ZeRO-3 each forward gathers parameters from all ranks.
 """
 
@@ -28,12 +30,12 @@ def _caption_kinds(dataset: PretrainingDataset) -> list[str]:
 
 def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mode: str, batch_size: int,
                      rank: int, world: int, dtype, device) -> torch.Tensor:
-    """[itm correct, itm total, mlm correct, mlm total, then, for an "itm_eval" dataset, itm correct and total
-    for each of `_caption_kinds(dataset)`] summed over every rank."""
+    """[itm correct, itm total, mlm correct, mlm total, grounding correct, grounding total, then, for an
+    "itm_eval" dataset, itm correct and total for each of `_caption_kinds(dataset)`] summed over every rank."""
     indices = list(range(rank, len(dataset), world))
     per_rank = math.ceil(len(dataset) / world)
     kinds = {kind: i for i, kind in enumerate(_caption_kinds(dataset))} if dataset.purpose == "itm_eval" else {}
-    counts = torch.zeros(4 + 2 * len(kinds), dtype=torch.float64)
+    counts = torch.zeros(6 + 2 * len(kinds), dtype=torch.float64)
     for b in range(math.ceil(per_rank / batch_size)):
         chunk = indices[b * batch_size:(b + 1) * batch_size]
         batch = collator([dataset[(0, i)] for i in (chunk or [0])])
@@ -49,11 +51,14 @@ def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mo
             for i, ok, kept in zip(chunk, correct.tolist(), keep.tolist()):
                 kind = dataset.texts[i // 2].category  # itm_eval: samples 2i and 2i+1 come from caption i
                 if kept and kind in kinds:
-                    counts[4 + 2 * kinds[kind]] += ok
-                    counts[5 + 2 * kinds[kind]] += 1
+                    counts[6 + 2 * kinds[kind]] += ok
+                    counts[7 + 2 * kinds[kind]] += 1
         if out.mlm_logits is not None and batch.mlm_targets.numel():
             counts[2] += (out.mlm_logits.argmax(-1).cpu() == batch.mlm_targets).sum().item()
             counts[3] += batch.mlm_targets.numel()
+        if out.grounding_logits is not None and batch.grounding_targets.numel():
+            counts[4] += (out.grounding_logits.argmax(-1).cpu() == batch.grounding_targets).sum().item()
+            counts[5] += batch.grounding_targets.numel()
     dist.all_reduce(counts)
     return counts
 
@@ -75,8 +80,10 @@ def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: 
             for mode in modes:
                 counts = _accuracy_counts(engine, itm, collator, mode, batch_size, rank, world, dtype, device)
                 results[f"{split}/{mode}/itm_accuracy"] = counts[0].item() / max(counts[1].item(), 1)
+                if counts[5] > 0:
+                    results[f"{split}/{mode}/grounding_accuracy"] = counts[4].item() / counts[5].item()
                 for i, kind in enumerate(_caption_kinds(itm)):
-                    correct, total = counts[4 + 2 * i].item(), counts[5 + 2 * i].item()
+                    correct, total = counts[6 + 2 * i].item(), counts[7 + 2 * i].item()
                     results[f"{split}/{mode}/itm_accuracy_{kind}"] = correct / max(total, 1)
                 if attributes is not None:
                     counts = _accuracy_counts(engine, attributes, collator, mode, batch_size, rank, world, dtype,
@@ -90,9 +97,11 @@ def format_results(results: dict[str, float], sizes: dict[str, int]) -> str:
     """A table: one row per split and headline metric (not the per-kind ITM), one column per mode."""
     modes = sorted({key.split("/")[1] for key in results}, key=["single", "two"].index)
     split_order = {"val": 0, "novel": 1}
-    names = {"itm_accuracy": "image-text matching", "attribute_mlm_accuracy": "masked attribute words"}
+    names = {"itm_accuracy": "image-text matching", "attribute_mlm_accuracy": "masked attribute words",
+             "grounding_accuracy": "phrase grounding"}
+    order = list(names)
     rows = sorted({(key.split("/")[0], key.split("/")[2]) for key in results if key.split("/")[2] in names},
-                  key=lambda r: (split_order.get(r[0], 9), r[1] != "itm_accuracy"))
+                  key=lambda r: (split_order.get(r[0], 9), order.index(r[1])))
     splits = {"val": "held-out scenes", "novel": "held-out colour-shape combinations"}
     labels = [f"{names[metric]}, {splits.get(split, split)} ({sizes.get(split, '?')} images)"
               for split, metric in rows]

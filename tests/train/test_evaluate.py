@@ -1,4 +1,5 @@
-"""Held-out evaluation: the ITM accuracy per kind of caption counts each kind's own samples."""
+"""Held-out evaluation: the ITM accuracy per kind of caption counts each kind's own samples; grounding accuracy
+counts the phrase words of the matching captions."""
 
 from collections import defaultdict
 from types import SimpleNamespace
@@ -13,7 +14,8 @@ from semvlp.train.evaluate import EVAL_SEED, evaluate, format_results
 
 
 class _EvenLengthMatcher(torch.nn.Module):
-    """Calls a pair a match when its text has an even number of tokens: right for some kinds, wrong for others."""
+    """Calls a pair a match when its text has an even number of tokens: right for some kinds, wrong for others;
+    grounds every phrase word in its image's first region."""
 
     @property
     def module(self):
@@ -21,7 +23,10 @@ class _EvenLengthMatcher(torch.nn.Module):
 
     def forward(self, batch, mode):
         even = torch.tensor([n % 2 == 0 for n in batch.layout.text_lengths()])
-        return SimpleNamespace(itm_logits=torch.stack([(~even).float(), even.float()], dim=1), mlm_logits=None)
+        first_region = torch.zeros(batch.grounding_targets.numel(), batch.layout.max_regions)
+        first_region[:, 0] = 1.0
+        return SimpleNamespace(itm_logits=torch.stack([(~even).float(), even.float()], dim=1), mlm_logits=None,
+                               grounding_logits=first_region)
 
 
 def test_itm_accuracy_is_reported_for_each_kind_of_caption(group):
@@ -34,8 +39,11 @@ def test_itm_accuracy_is_reported_for_each_kind_of_caption(group):
 
     pairs = PretrainingDataset(corpus, tokenizer, answers, seed=EVAL_SEED, purpose="itm_eval")
     counts = defaultdict(lambda: [0, 0])
+    first_region_named, phrase_words = 0, 0
     for i in range(len(pairs)):
         sample = pairs[(0, i)]
+        first_region_named += int((sample.phrase_regions == 0).sum())
+        phrase_words += len(sample.phrase_regions)
         correct = int(len(sample.token_ids) % 2 == 0) == sample.itm_label
         for key in (pairs.texts[i // 2].category, None):
             counts[key][0] += correct
@@ -45,5 +53,7 @@ def test_itm_accuracy_is_reported_for_each_kind_of_caption(group):
         key = "val/single/itm_accuracy" + (f"_{kind}" if kind else "")
         assert abs(results[key] - correct / total) < 1e-9, key
     assert len({round(results[f"val/single/itm_accuracy_{k}"], 6) for k in counts if k}) > 1
+    assert phrase_words and abs(results["val/single/grounding_accuracy"] - first_region_named / phrase_words) < 1e-9
     table = format_results(results, {"val": 40})
     assert "image-text matching" in table and "object" not in table  # the table keeps the headline rows
+    assert table.index("image-text matching") < table.index("phrase grounding")
