@@ -23,8 +23,8 @@ $(INSTALLED): requirements-dev.txt setup.py $(CSRC)
 	touch $@
 
 # The main job on this CPU: synthetic data in the real formats and a WordPiece vocab trained on its text, then
-# the tiny model pretrained under DeepSpeed (2 ranks, ZeRO-2, bf16), then held-out image-text matching and
-# masked attribute-word accuracy.
+# the tiny model pretrained under DeepSpeed (2 ranks, ZeRO-2, bf16), then held-out image-text matching,
+# masked attribute-word and phrase grounding accuracy.
 RUN ?= runs/pretrain
 PRETRAIN_STEPS ?= 700
 
