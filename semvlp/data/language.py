@@ -1,7 +1,8 @@
 """Captions and questions about a synthetic scene, with phrase->region links and hard negatives.
 
 Captions come at several granularities (an object phrase, a pair of objects, a spatial relation, a count,
-an absence). Each carries the character spans of its phrases and the region each names, the spans of the
+an absence). Each carries the character spans of its phrases and the region each names (a count's shape
+word is one phrase for each region of that shape), the spans of the
 colour words that name a uniquely identified object's colour (the words the attribute-MLM accuracy masks),
 and hard negatives: the same caption made false by one change (a swapped colour, a flipped relation, a
 changed count, a swapped colour binding). Questions are tagged fine-grained (attribute, existence) or
@@ -169,7 +170,11 @@ class SceneLanguage:
         shape = self._pick(SHAPES)
         n = self.scene.count(shape)
         wrong = [m for m in (n - 1, n + 1) if 0 <= m < len(NUMBERS)]
-        return Caption(_count_sentence(shape, n), "count", hard_negatives=[_count_sentence(shape, self._pick(wrong))],
+        text = _count_sentence(shape, n)
+        # The shape word names every region of that shape.
+        span = [text.rindex(" ") + 1, len(text)]
+        phrases = [{"span": span, "region": i} for i, o in enumerate(self.scene.objects) if o.shape == shape]
+        return Caption(text, "count", phrases, hard_negatives=[_count_sentence(shape, self._pick(wrong))],
                        meaning=[["count", shape, n]])
 
     def absence_caption(self) -> Caption:

@@ -6,8 +6,9 @@ masked; also per kind of caption where captions carry one (the synthetic data's 
 and absence), which shows whether the ITM head reads the image or only the kind of text. Attribute MLM: the
 captions' grounded colour words (each names the colour of the one object of its shape in the scene) are
 masked and predicted. Phrase grounding: each word of a phrase of the matching captions (in the ITM pass) picks
-the region it names among its image's regions. Work is split across ranks and every rank runs the same number
-of forward passes, since under ZeRO-3 each forward gathers parameters from all ranks.
+the region it names among its image's regions (one of them, for a word that names several). Work is split
+across ranks and every rank runs the same number of forward passes, since under ZeRO-3 each forward gathers
+parameters from all ranks.
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mo
             counts[2] += (out.mlm_logits.argmax(-1).cpu() == batch.mlm_targets).sum().item()
             counts[3] += batch.mlm_targets.numel()
         if out.grounding_logits is not None and batch.grounding_targets.numel():
-            counts[4] += (out.grounding_logits.argmax(-1).cpu() == batch.grounding_targets).sum().item()
-            counts[5] += batch.grounding_targets.numel()
+            # A word that names several regions ("circles") is right when it picks any of them.
+            hits = (out.grounding_logits.argmax(-1).cpu() == batch.grounding_targets).float()
+            words, word_of_row = batch.grounding_positions.unique(return_inverse=True)
+            counts[4] += torch.zeros(len(words)).scatter_reduce(0, word_of_row, hits, "amax").sum().item()
+            counts[5] += len(words)
     dist.all_reduce(counts)
     return counts
 

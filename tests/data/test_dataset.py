@@ -85,20 +85,29 @@ def test_attribute_samples_of_relation_captions_mask_the_relation_words(setup):
 def test_own_captions_ground_each_phrase_word_in_the_region_it_names(setup):
     corpus, tokenizer, answers = setup
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=3, attribute_mask_rate=0.5)
-    grounded = 0
+    grounded = counted = 0
     for i, text in enumerate(dataset.texts):
         sample = dataset[(0, i)]
-        if sample.itm_label == 0 or text.kind == "question" or text.category in ("count", "absence"):
+        record = corpus.features[text.image_id]
+        if text.kind == "caption" and text.category == "count" and sample.itm_label != 0:
+            # The shape word names every region of its shape, none when the count is zero.
+            shape = next(s for s in SHAPES if f" {s}" in text.text)
+            of_shape = [r for r, o in enumerate(record.object_ids) if SHAPES[o] == shape]
+            assert sorted(sample.phrase_regions.tolist()) == of_shape
+            words = {tokenizer.decode([dataset.token_ids[i][p]]) for p in sample.phrase_positions}
+            assert words <= {shape, shape + "s"}
+            counted += len(of_shape) > 1
+            continue
+        if sample.itm_label == 0 or text.kind == "question" or text.category == "absence":
             assert len(sample.phrase_positions) == len(sample.phrase_regions) == 0
             continue
-        record = corpus.features[text.image_id]
         assert len(sample.phrase_positions) and len(sample.phrase_positions) == len(sample.phrase_regions)
         for region in np.unique(sample.phrase_regions):
             words = tokenizer.decode(dataset.token_ids[i][sample.phrase_positions[sample.phrase_regions == region]]
                                      .tolist())
             assert words.split()[-2:] == [list(COLOURS)[record.attr_ids[region]], SHAPES[record.object_ids[region]]]
         grounded += 1
-    assert grounded > 50
+    assert grounded > 50 and counted > 5
 
 
 def test_a_phrase_naming_a_region_the_image_lacks_is_an_error(setup):

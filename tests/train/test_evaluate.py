@@ -4,6 +4,7 @@ counts the phrase words of the matching captions."""
 from collections import defaultdict
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from semvlp.data.collate import Collator
@@ -42,8 +43,8 @@ def test_itm_accuracy_is_reported_for_each_kind_of_caption(group):
     first_region_named, phrase_words = 0, 0
     for i in range(len(pairs)):
         sample = pairs[(0, i)]
-        first_region_named += int((sample.phrase_regions == 0).sum())
-        phrase_words += len(sample.phrase_regions)
+        first_region_named += len(np.unique(sample.phrase_positions[sample.phrase_regions == 0]))
+        phrase_words += len(np.unique(sample.phrase_positions))
         correct = int(len(sample.token_ids) % 2 == 0) == sample.itm_label
         for key in (pairs.texts[i // 2].category, None):
             counts[key][0] += correct
