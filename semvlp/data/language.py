@@ -2,11 +2,10 @@
 
 Captions come at several granularities (an object phrase, a pair of objects, a spatial relation, a count,
 an absence). Each carries the character spans of its phrases and the region each names (a count's shape
-word is one phrase for each region of that shape), the spans of the
-colour words that name a uniquely identified object's colour (the words the attribute-MLM accuracy masks),
-and hard negatives: the same caption made false by one change (a swapped colour, a flipped relation, a
-changed count, a swapped colour binding). Questions are tagged fine-grained (attribute, existence) or
-high-level (count, relation, comparison).
+word is one phrase for each region of that shape), the spans of the colour words that name a uniquely
+identified object's colour (the words the attribute-MLM accuracy masks), and hard negatives: the same caption
+made false by one change (a swapped colour, a flipped relation, a changed count, a swapped colour binding).
+Questions are tagged fine-grained (attribute, existence) or high-level (count, relation, comparison).
 """
 
 from __future__ import annotations
