@@ -198,6 +198,8 @@ CAPTION_CASES = {
     "missing image id": lambda d: d["annotations"][3].pop("image_id"),
     "unknown image id": lambda d: d["annotations"][3].update(image_id=987654321),
     "empty caption": lambda d: d["annotations"][3].update(caption="  "),
+    "phrase without a region": lambda d: d["annotations"][3]["semvlp"]["phrases"].append({"span": [0, 1]}),
+    "backward span": lambda d: d["annotations"][3]["semvlp"].update(attribute_spans=[[5, 2]]),
 }
 
 
@@ -211,7 +213,8 @@ def test_bad_caption_is_named_or_counted(written, tmp_path, case):
         load_corpus(folder, "train")
     bad = BadRecords(skip=True)
     corpus = load_corpus(folder, "train", bad=bad)
-    kind = "missing image id" if case != "empty caption" else "empty caption"
+    kind = {"empty caption": "empty caption", "phrase without a region": "malformed semvlp annotation",
+            "backward span": "malformed semvlp annotation"}.get(case, "missing image id")
     assert bad.counts == {(str(path), kind): 1}
     assert sum(t.kind == "caption" for t in corpus.texts) == total - 1
 

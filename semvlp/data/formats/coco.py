@@ -28,14 +28,29 @@ def read_coco_captions(path, image_ids, bad: BadRecords | None = None) -> tuple[
         if checked is None:
             continue
         image_id, caption = checked
-        extra = ann.get("semvlp", {})
-        out.append(TextRecord(image_id, caption, "caption", category=extra.get("kind"),
-                              hard_negatives=tuple(extra.get("hard_negatives", ())),
-                              attribute_spans=tuple(tuple(s) for s in extra.get("attribute_spans", ())),
-                              relation_spans=tuple(tuple(s) for s in extra.get("relation_spans", ())),
-                              phrases=tuple((*p["span"], p["region"]) for p in extra.get("phrases", ())),
-                              meaning=tuple(tuple(c) for c in extra.get("meaning", ()))))
+        try:
+            out.append(_caption_record(image_id, caption, ann.get("semvlp", {})))
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            bad.report(path, name, "malformed semvlp annotation", f"malformed \"semvlp\" object ({err!r})")
     return out, twins
+
+
+def _spans(values) -> tuple[tuple[int, int], ...]:
+    spans = tuple((int(start), int(end)) for start, end in values)
+    if any(not 0 <= start < end for start, end in spans):
+        raise ValueError(f"spans: expected 0 <= start < end, got {list(values)}")
+    return spans
+
+
+def _caption_record(image_id: str, caption: str, extra: dict) -> TextRecord:
+    phrases = tuple((*_spans([p["span"]])[0], int(p["region"])) for p in extra.get("phrases", ()))
+    if any(region < 0 for *_, region in phrases):
+        raise ValueError("phrases: expected region indices >= 0")
+    return TextRecord(image_id, caption, "caption", category=extra.get("kind"),
+                      hard_negatives=tuple(extra.get("hard_negatives", ())),
+                      attribute_spans=_spans(extra.get("attribute_spans", ())),
+                      relation_spans=_spans(extra.get("relation_spans", ())),
+                      phrases=phrases, meaning=tuple(tuple(c) for c in extra.get("meaning", ())))
 
 
 def write_coco_captions(path, images: list[dict], annotations: list[dict]) -> None:
