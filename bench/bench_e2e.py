@@ -26,6 +26,9 @@ from semvlp.data import random_batch
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
 from semvlp.model.config import TASKS
 
+# The peers' tasks only: none of them grounds phrases in regions.
+PEER_TASKS = {task: task != "grounding" for task in TASKS}
+
 # Model sizes and batch shapes. Vocabulary, detector features and label spaces are the real ones from
 # "small" up, so the heads cost what they cost in pretraining.
 SIZES = {
@@ -127,8 +130,7 @@ def build(args) -> harness.Benchmark:
     batch_size = args.batch_size or size["batch_size"]
     compile_on = args.compile
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    # The peers' tasks only: none of them grounds phrases in regions.
-    config = SemVLPConfig(**size["model"], tasks={t: t != "grounding" for t in TASKS})
+    config = SemVLPConfig(**size["model"], tasks=PEER_TASKS)
     batch = random_batch(config, batch_size, seed=0, text_len=size["text_len"], num_regions=size["num_regions"])
     hf_batch = padded(batch)
     layout = batch.layout

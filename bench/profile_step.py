@@ -21,11 +21,10 @@ import time
 import torch
 from torch.autograd import DeviceType
 
-from bench.bench_e2e import SIZES, _training_step
+from bench.bench_e2e import PEER_TASKS, SIZES, _training_step
 from semvlp import ops
 from semvlp.data import random_batch
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
-from semvlp.model.config import TASKS
 from semvlp.ops import dispatch
 
 ROWS_VL, HEADS_VL, HEAD_DIM_VL, LEN_VL = 256 * 140, 12, 64, 140
@@ -77,7 +76,7 @@ def profile(name: str, fn, device: torch.device, calls: int, rows: int) -> list[
 
 def step_targets(size_name: str, batch_size: int | None, device: torch.device, dtype: torch.dtype):
     size = SIZES[size_name]
-    config = SemVLPConfig(**size["model"], tasks={t: t != "grounding" for t in TASKS})  # the e2e bench's step
+    config = SemVLPConfig(**size["model"], tasks=PEER_TASKS)  # the e2e bench's step
     batch_size = batch_size or size["batch_size"]
     batch = random_batch(config, batch_size, seed=0, text_len=size["text_len"],
                          num_regions=size["num_regions"]).to(device)

@@ -72,9 +72,9 @@ def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len:
     qa_labels[itm_labels == 0] = -100
     # Phrase grounding on about 15% of the matching samples' words, each naming one of its sample's regions.
     word_samples = torch.searchsorted(layout.text_cu_seqlens[1:].long(), word_positions, right=True)
-    matching_words = word_positions[itm_labels[word_samples] == 1]
-    grounding_positions = matching_words[_pick_masked(matching_words.numel(), g)]
-    grounding_samples = torch.searchsorted(layout.text_cu_seqlens[1:].long(), grounding_positions, right=True)
+    matching = (itm_labels[word_samples] == 1).nonzero().flatten()
+    picked = matching[_pick_masked(matching.numel(), g)]
+    grounding_positions, grounding_samples = word_positions[picked], word_samples[picked]
     return PretrainingBatch(
         input_ids=replaced,
         region_features=features,

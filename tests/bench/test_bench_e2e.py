@@ -10,13 +10,12 @@ from bench import bench_e2e, harness
 from bench.e2e_inputs import padded, step_flops
 from semvlp.data import random_batch
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
-from semvlp.model.config import TASKS
 
 
 def _config(**overrides):
     values = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                   max_position_embeddings=16, visual_feat_dim=12, max_regions=5, num_region_labels=7,
-                  num_qa_labels=9, cross_layers=[1], tasks={t: t != "grounding" for t in TASKS})  # as the bench runs
+                  num_qa_labels=9, cross_layers=[1], tasks=bench_e2e.PEER_TASKS)
     values.update(overrides)
     return SemVLPConfig(**values)
 
