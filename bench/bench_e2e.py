@@ -24,10 +24,10 @@ from bench.e2e_inputs import (bert_inputs, lxmert_inputs, padded, step_flops, te
                               visual_bert_inputs)
 from semvlp.data import random_batch
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
-from semvlp.model.config import TASKS
+from semvlp.model.config import PRETRAINING_TASKS
 
 # The peers' tasks only: none of them grounds phrases in regions.
-PEER_TASKS = {task: task != "grounding" for task in TASKS}
+PEER_TASKS = {task: task != "grounding" for task in PRETRAINING_TASKS}
 
 # Model sizes and batch shapes. Vocabulary, detector features and label spaces are the real ones from
 # "small" up, so the heads cost what they cost in pretraining.

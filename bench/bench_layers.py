@@ -13,7 +13,8 @@ import torch
 
 import semvlp
 from bench import harness
-from semvlp.nn import LayerNorm, TransformerLayer
+from semvlp.integrations.hf import TransformerLayer
+from semvlp.nn import LayerNorm
 
 
 def _sizes(args) -> dict:

@@ -20,7 +20,7 @@ import sys
 import torch
 
 from semvlp import _ext
-from semvlp.ops import cuda_attention, cuda_layer_norm
+from semvlp.ops.backends.cuda import attention as cuda_attention, layer_norm as cuda_layer_norm
 
 
 def _cu(lengths) -> torch.Tensor:
@@ -36,11 +36,11 @@ def attention_cases() -> int:
         kv = torch.randn(sum(lens_k), 2, 2, head_dim, device="cuda", dtype=dtype, requires_grad=True)
         k, v = kv.unbind(1)  # strided views, as from a fused projection
         out = cuda_attention.varlen_attention(q, k, v, _cu(lens_q), _cu(lens_k), max(lens_q), max(lens_k),
-                                              dropout_p=0.2, causal=causal)
+                                              softmax_scale=head_dim ** -0.5, dropout_p=0.2, causal=causal)
         out.backward(torch.randn_like(out))
-        cuda_attention.varlen_attention_with_dropout_mask(q.detach(), k.detach(), v.detach(), _cu(lens_q),
-                                                          _cu(lens_k), max(lens_q), max(lens_k), dropout_p=0.2,
-                                                          seed=7, offset=9, causal=causal)
+        cuda_attention.varlen_attention_with_keep_mask(q.detach(), k.detach(), v.detach(), _cu(lens_q), _cu(lens_k),
+                                                       max(lens_q), max(lens_k), dropout_p=0.2, seed=7, offset=9,
+                                                       softmax_scale=head_dim ** -0.5, causal=causal)
         cases += 1
     return cases
 
@@ -58,8 +58,8 @@ def layer_norm_cases() -> int:
             out, total = cuda_layer_norm.add_layer_norm(x, residual, weight, bias, x_bias=x_bias, dropout_p=0.1,
                                                         prenorm=True)
             torch.autograd.backward((out, total), (torch.randn_like(out), torch.randn_like(total)))
-            cuda_layer_norm.add_layer_norm_with_dropout_mask(x.detach(), residual.detach(), weight, bias,
-                                                             dropout_p=0.1, seed=3, offset=4)
+            cuda_layer_norm.add_layer_norm_with_keep_mask(x.detach(), residual.detach(), weight, bias,
+                                                          dropout_p=0.1, seed=3, offset=4)
         else:
             out = cuda_layer_norm.layer_norm(x, weight, bias)
             out.backward(torch.randn_like(out))

@@ -1,8 +1,11 @@
 """semvlp: SemVLP-style vision-language pretraining with fused kernels and packed sequences."""
 
+from . import _moved
 from .model import PretrainingOutput, SemVLPConfig, SemVLPForPretraining, SemVLPModel, load_hf_bert
-from .nn import PatchRecord, patch_hf_model
-from .ops import backends
+from .integrations.hf import PatchRecord, TransformerLayer, patch_hf_model
+from .ops.dispatch import backends
+
+_moved.install()
 
 __version__ = "0.1.0"
 
@@ -15,5 +18,6 @@ __all__ = [
     "backends",
     "patch_hf_model",
     "PatchRecord",
+    "TransformerLayer",
     "__version__",
 ]

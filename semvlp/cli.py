@@ -14,7 +14,7 @@ def _demo(args) -> int:
     """One real forward and backward pass of the pretraining model in both modes on a random batch."""
     from .data import random_batch
     from .model import SemVLPConfig, SemVLPForPretraining
-    from .ops import backends
+    from .ops.dispatch import backends
 
     torch.manual_seed(args.seed)
     config = SemVLPConfig.load(args.model_config)
@@ -40,9 +40,10 @@ def _demo(args) -> int:
 
 def _pretrain(args) -> int:
     from .train.loop import NonFiniteLossError, pretrain
+    from .train.options import PretrainOptions
 
     try:
-        pretrain(args)
+        pretrain(PretrainOptions.from_args(args))
     except NonFiniteLossError as err:
         print(f"semvlp pretrain: {err}", file=sys.stderr)
         return 1
@@ -115,8 +116,8 @@ def _device() -> torch.device:
 
 
 def _finetune(args) -> int:
-    from .train.downstream import TaskData, format_metrics, run_finetune, tokenizer_for
-    from .train.finetune import FinetuneOptions, load_pretrained
+    from .finetune.run import TaskData, format_metrics, run_finetune, tokenizer_for
+    from .finetune.loop import FinetuneOptions, load_pretrained
 
     if args.init is None and args.model_config is None:
         raise SystemExit("semvlp finetune: pass --init (a pretraining export) or --model-config (train from scratch)")
@@ -146,8 +147,8 @@ def _finetune(args) -> int:
 
 
 def _eval(args) -> int:
-    from .train.downstream import TaskData, evaluate, format_metrics, tokenizer_for
-    from .train.finetune import FinetuneOptions, init_model, load_finetuned, load_pretrained
+    from .finetune.run import TaskData, evaluate, format_metrics, tokenizer_for
+    from .finetune.loop import FinetuneOptions, init_model, load_finetuned, load_pretrained
 
     if (Path(args.model) / "finetune.json").is_file():
         model, options = load_finetuned(args.model, _device())
@@ -167,7 +168,7 @@ def _eval(args) -> int:
 
 
 def _easy_vqa(args) -> int:
-    from .data.easy_vqa import write_easy_vqa
+    from .data.synthetic.easy_vqa import write_easy_vqa
 
     try:
         counts = write_easy_vqa(args.out, args.feature_dim, tuple(args.formats.split(",")), args.limit)
@@ -180,7 +181,7 @@ def _easy_vqa(args) -> int:
 
 
 def _ablation(args) -> int:
-    from .train.ablation import AblationSetup, run_ablation
+    from .experiments.ablation import AblationSetup, run_ablation
 
     setup = AblationSetup(**{k: v for k, v in vars(args).items() if k in AblationSetup.__dataclass_fields__})
     rows = run_ablation(setup)
@@ -233,7 +234,7 @@ def _add_finetune(commands) -> None:
 
 
 def _add_ablation(commands) -> None:
-    from .train.ablation import SCHEDULES, AblationSetup
+    from .experiments.ablation import SCHEDULES, AblationSetup
 
     d = AblationSetup()
     p = commands.add_parser("ablation", help="pretrain single-only, two-only and alternating with the same budget "
@@ -266,39 +267,45 @@ def _add_ablation(commands) -> None:
 
 def _add_pretrain(commands) -> None:
     from .data.synthetic import REGION_FEATURES
+    from .train.options import PretrainOptions
 
+    d = PretrainOptions
     p = commands.add_parser("pretrain", help="pretrain under DeepSpeed (launch with deepspeed, torchrun or plainly)")
-    p.add_argument("--data", default="synthetic",
+    p.add_argument("--data", default=d.data,
                    help="'synthetic' (generated in memory) or a data folder written in the real formats")
     p.add_argument("--model-config", required=True, help="model config JSON (configs/model/tiny.json, base.json)")
     p.add_argument("--deepspeed-config", required=True, help="DeepSpeed config JSON (configs/deepspeed/*.json)")
     p.add_argument("--output", required=True, help="run folder: checkpoints/, metrics.jsonl, tensorboard/, curves.png")
     p.add_argument("--max-steps", type=int, required=True, help="optimizer steps (also the LR schedule's length)")
-    p.add_argument("--mode-schedule", choices=("alternate", "single", "two"), default="alternate")
-    p.add_argument("--mode-ratio", default="1:1", help="alternate: blocks of single-stream : blocks of two-stream")
-    p.add_argument("--mode-granularity", default="step", help="alternate: block length, 'step', 'epoch' or N steps")
+    p.add_argument("--mode-schedule", choices=("alternate", "single", "two"), default=d.mode_schedule)
+    p.add_argument("--mode-ratio", default=d.mode_ratio,
+                   help="alternate: blocks of single-stream : blocks of two-stream")
+    p.add_argument("--mode-granularity", default=d.mode_granularity,
+                   help="alternate: block length, 'step', 'epoch' or N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/latest")
-    p.add_argument("--seed", type=int, default=0, help="model initialisation, data order, masking and dropout")
+    p.add_argument("--seed", type=int, default=d.seed, help="model initialisation, data order, masking and dropout")
     p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
-    p.add_argument("--synthetic-scenes", type=int, default=4000, help="--data synthetic: training scenes")
-    p.add_argument("--data-seed", type=int, default=0, help="--data synthetic: seed of the scenes")
-    p.add_argument("--region-features", choices=REGION_FEATURES, default="hand",
+    p.add_argument("--synthetic-scenes", type=int, default=d.synthetic_scenes, help="--data synthetic: training scenes")
+    p.add_argument("--data-seed", type=int, default=d.data_seed, help="--data synthetic: seed of the scenes")
+    p.add_argument("--region-features", choices=REGION_FEATURES, default=d.region_features,
                    help="--data synthetic: hand features (colour statistics, shape cues) or pooled CNN features")
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="data folder: which feature files to read")
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: bert-base-uncased's)")
-    p.add_argument("--attribute-mask-rate", type=float, default=0.0,
+    p.add_argument("--attribute-mask-rate", type=float, default=d.attribute_mask_rate,
                    help="share of captions with grounded words (colour words, spatial relation words) that become "
                         "attribute samples: all those words masked (ERNIE-ViL style), no ITM label")
     p.add_argument("--micro-batch-size", type=int, help="override train_micro_batch_size_per_gpu")
     p.add_argument("--gradient-accumulation-steps", type=int, help="override gradient_accumulation_steps")
     p.add_argument("--lr", type=float, help="override the peak learning rate")
     p.add_argument("--warmup-steps", type=int, help="override the scheduler's warmup_num_steps")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (and one at the end)")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="complete checkpoints kept")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: at the end only)")
-    p.add_argument("--eval-batch-size", type=int, default=128)
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
-    p.add_argument("--max-nonfinite-steps", type=int, default=20,
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints (and one at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="complete checkpoints kept")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="steps between held-out evaluations (0: at the end only)")
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader worker processes per rank")
+    p.add_argument("--max-nonfinite-steps", type=int, default=d.max_nonfinite_steps,
                    help="stop after this many consecutive steps with a NaN/inf loss")
     p.add_argument("--export", action="store_true", help="write OUTPUT/export/model.safetensors at the end")
     p.set_defaults(run=_pretrain)

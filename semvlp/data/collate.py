@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batch import PretrainingBatch
+from ..model.inputs import PackedLayout, PretrainingBatch
 from .boxes import box_features
 from .dataset import Sample
-from .packing import PackedLayout
 
 WORD_MASK_RATE = 0.15
 REGION_MASK_RATE = 0.15

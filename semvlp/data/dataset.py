@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from .corpus import Corpus
-from .language import holds
 from .records import TextRecord
-from .scenes import COLOURS, SHAPES
+from .synthetic.language import holds
+from .synthetic.scenes import COLOURS, SHAPES
 from .tokenizer import WordPieceTokenizer
 
 NEGATIVE_RATE = 0.5       # share of captions paired with a text that does not match their image

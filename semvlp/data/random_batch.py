@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..model.config import SemVLPConfig
-from .batch import PretrainingBatch
+from ..model.inputs import PackedLayout, PretrainingBatch
 from .boxes import box_features
-from .packing import PackedLayout
 
 MASK_RATE = 0.15
 # Token ids 0-3 stand for [PAD], [CLS], [SEP], [MASK] in a random batch; words are drawn above them.

@@ -6,9 +6,9 @@ import math
 from collections import Counter
 from typing import Sequence
 
+from ..data.answers import normalize_answer
 from ..data.corpus import Corpus
-from .downstream import RETRIEVAL_CAPTION_KINDS, qa_metrics, retrieval_pool
-from .vqa import normalize_answer
+from .task_eval import RETRIEVAL_CAPTION_KINDS, qa_metrics, retrieval_pool
 
 
 def answer_prior(train: Corpus, test: Corpus) -> dict[str, float]:

@@ -2,9 +2,9 @@
 
 from .backbone import SemVLPModel
 from .config import SemVLPConfig
-from .downstream import (SemVLPForImageTextMatching, SemVLPForPairedReasoning, SemVLPForQuestionAnswering,
+from .finetuning import (SemVLPForImageTextMatching, SemVLPForPairedReasoning, SemVLPForQuestionAnswering,
                          load_backbone, soft_target_loss)
-from .hf_import import load_hf_bert
+from .hf_bert import load_hf_bert
 from .pretraining import PretrainingOutput, SemVLPForPretraining
 
 __all__ = [

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.packing import PackedLayout
 from .config import SemVLPConfig
 from .embeddings import RegionEmbeddings, TextEmbeddings
 from .encoder import SharedEncoder
+from .hf_bert import build_from_hf_bert
+from .inputs import PackedLayout
 
 
 def init_bert_weights(module: nn.Module, std: float) -> None:
@@ -93,6 +94,4 @@ class SemVLPModel(nn.Module):
     @classmethod
     def from_hf_bert(cls, path, **overrides) -> "SemVLPModel":
         """A model sized from a Hugging Face BERT checkpoint directory, with its weights loaded."""
-        from .hf_import import build_from_hf_bert
-
         return build_from_hf_bert(cls, path, **overrides)

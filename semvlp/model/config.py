@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Hugging Face BERT activation names -> the `approximate` form of semvlp.ops.bias_gelu.
 GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
-TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding")
+PRETRAINING_TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding")
 MODES = ("single", "two")
 
 
@@ -43,8 +43,8 @@ class SemVLPConfig:
     # words, masked regions, samples), so equal weights balance them. (LXMERT's 6.67 = 1/0.15 on its visual
     # losses undoes a mean over all regions, masked or not; applied to a mean over masked regions only, it
     # would let the region losses drown the rest.)
-    tasks: dict[str, bool] = field(default_factory=lambda: {t: True for t in TASKS})
-    loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in TASKS})
+    tasks: dict[str, bool] = field(default_factory=lambda: {t: True for t in PRETRAINING_TASKS})
+    loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in PRETRAINING_TASKS})
     # Kernel backend for every op ("auto" or a name from semvlp.backends()).
     backend: str = "auto"
 
@@ -75,8 +75,8 @@ class SemVLPConfig:
                              f"got {self.cross_layers}")
         for name in ("tasks", "loss_weights"):
             keys = set(getattr(self, name))
-            if keys != set(TASKS):
-                raise ValueError(f"{name}: expected exactly the keys {list(TASKS)}, got {sorted(keys)}")
+            if keys != set(PRETRAINING_TASKS):
+                raise ValueError(f"{name}: expected exactly the keys {list(PRETRAINING_TASKS)}, got {sorted(keys)}")
         if not any(self.tasks.values()):
             raise ValueError("tasks: expected at least one task switched on, got none")
 

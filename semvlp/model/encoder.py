@@ -11,9 +11,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data.packing import PackedLayout
 from ..nn import FeedForward, PackedCrossAttention, PackedSelfAttention
 from .config import MODES, SemVLPConfig
+from .inputs import PackedLayout
 
 
 def check_mode(mode) -> None:

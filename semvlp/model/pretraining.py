@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batch import PretrainingBatch
 from .backbone import SemVLPModel, init_bert_weights
 from .config import SemVLPConfig
 from .heads import AnswerHead, GroundingHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler
+from .inputs import PretrainingBatch
 
 
 @dataclass

@@ -1,11 +1,23 @@
-"""Modules that own parameters and call semvlp.ops: drop-in LayerNorm, the fused post-LN sub-blocks, a fused
-BERT layer, and the patching of Hugging Face BERT-family models with them."""
+"""Modules that own parameters and call `semvlp.ops`: the drop-in LayerNorm and the fused post-LN sub-blocks
+(packed self- and cross-attention, feed-forward) the model is built from."""
+
+import importlib
+import warnings
 
 from .attention import PackedCrossAttention, PackedSelfAttention
 from .feed_forward import FeedForward
-from .hf import PatchRecord, patch_hf_model
 from .layer_norm import LayerNorm
-from .transformer_layer import TransformerLayer
 
-__all__ = ["LayerNorm", "PackedSelfAttention", "PackedCrossAttention", "FeedForward", "TransformerLayer",
-           "patch_hf_model", "PatchRecord"]
+__all__ = ["LayerNorm", "PackedSelfAttention", "PackedCrossAttention", "FeedForward"]
+
+# Names that moved to the Hugging Face integration; the old import path keeps working, with a warning.
+MOVED = {"TransformerLayer": "semvlp.integrations.hf", "patch_hf_model": "semvlp.integrations.hf",
+         "PatchRecord": "semvlp.integrations.hf"}
+
+
+def __getattr__(name: str):
+    if name in MOVED:
+        warnings.warn(f"semvlp.nn.{name} moved to {MOVED[name]}.{name}; import it from there",
+                      FutureWarning, stacklevel=2)
+        return getattr(importlib.import_module(MOVED[name]), name)
+    raise AttributeError(f"module 'semvlp.nn' has no attribute {name!r}")

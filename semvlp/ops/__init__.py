@@ -1,9 +1,14 @@
-"""The functional API: every op checks its inputs, asks `dispatch` for a backend and calls it."""
+"""The functional API: every op checks its inputs, asks `dispatch` for a backend and calls it.
 
-from . import _backends  # noqa: F401  (registers the backends)
+The backends live in `semvlp.ops.backends` (one module or package each); `semvlp.backends()` says which of them
+can run on this machine.
+"""
+
+from . import backends  # noqa: F401  (registers the backends)
 from .activation import bias_gelu
 from .attention import attention, varlen_attention
-from .dispatch import BackendNotSupportedError, backends
+from .checks import normalize_attention_mask
+from .dispatch import BackendNotSupportedError
 from .layer_norm import add_layer_norm, layer_norm
 
 __all__ = [
@@ -12,6 +17,6 @@ __all__ = [
     "layer_norm",
     "add_layer_norm",
     "bias_gelu",
-    "backends",
+    "normalize_attention_mask",
     "BackendNotSupportedError",
 ]

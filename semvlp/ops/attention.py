@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import dispatch
 from .checks import check_cu_seqlens, check_probability, check_qkv, normalize_attention_mask
+from .rng import draw_seed_offset
 
 
-def _check_options(softmax_scale, causal) -> None:
+def _checked_scale(softmax_scale, causal, head_dim: int) -> float:
+    """The softmax scale every backend receives: the given one, or 1/sqrt(head_dim)."""
     if softmax_scale is not None and (not isinstance(softmax_scale, (int, float)) or softmax_scale <= 0):
         raise ValueError(f"softmax_scale: expected None or a positive float, got {softmax_scale!r}")
     if not isinstance(causal, bool):
         raise ValueError(f"causal: expected a bool, got {causal!r}")
+    return float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+
+
+def _run(op: str, backend: str, inputs: dict) -> torch.Tensor:
+    name, impl = dispatch.choose(op, backend, inputs)
+    if inputs["dropout_p"] > 0.0 and dispatch.philox_dropout(name):
+        inputs["dropout_seed"] = draw_seed_offset()
+    return impl(**inputs)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
@@ -31,7 +43,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attention_ma
         causal: query i attends to key j only if j <= i + seqlen_k - seqlen_q (bottom-right aligned, as
             FlashAttention).
         backend: "auto" (the fastest backend that supports the inputs; SEMVLP_BACKEND overrides) or a name
-            from `semvlp.ops.backends()`.
+            from `semvlp.backends()`.
 
     Returns:
         (batch, seqlen_q, nheads, headdim), dtype of q.
@@ -39,11 +51,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attention_ma
     check_qkv(q, k, v, layout_ndim=4)
     mask = normalize_attention_mask(attention_mask, q.shape[0], k.shape[1], q.device)
     check_probability("dropout_p", dropout_p)
-    _check_options(softmax_scale, causal)
-    inputs = dict(q=q, k=k, v=v, attention_mask=mask, dropout_p=dropout_p, softmax_scale=softmax_scale,
-                  causal=causal)
-    _, impl = dispatch.choose("attention", backend, inputs)
-    return impl(**inputs)
+    scale = _checked_scale(softmax_scale, causal, q.shape[-1])
+    inputs = dict(q=q, k=k, v=v, attention_mask=mask, dropout_p=float(dropout_p), softmax_scale=scale, causal=causal)
+    return _run("attention", backend, inputs)
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
@@ -77,8 +87,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
                 f"cu_seqlens_k: holds {cu_seqlens_k.numel() - 1} segments, expected {cu_seqlens_q.numel() - 1} "
                 "(those of cu_seqlens_q)")
     check_probability("dropout_p", dropout_p)
-    _check_options(softmax_scale, causal)
+    scale = _checked_scale(softmax_scale, causal, q.shape[-1])
     inputs = dict(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
-                  max_seqlen_k=max_seqlen_k, dropout_p=dropout_p, softmax_scale=softmax_scale, causal=causal)
-    _, impl = dispatch.choose("varlen_attention", backend, inputs)
-    return impl(**inputs)
+                  max_seqlen_k=max_seqlen_k, dropout_p=float(dropout_p), softmax_scale=scale, causal=causal)
+    return _run("varlen_attention", backend, inputs)

@@ -5,10 +5,10 @@ given inputs (empty list = supported) plus the implementation. `backend="auto"` 
 backend with no reasons; a forced backend that cannot run raises one BackendNotSupportedError listing all
 of them. The environment variable SEMVLP_BACKEND replaces "auto" (not an explicit choice).
 
-Auto order: cuda > triton > sdpa > reference. Each backend's supports-function encodes where it is
-actually used; see the backend's module for the measurements behind its rule. A backend registered with
-`auto=False` (cuda, until its GPU tests and benchmarks are committed) is skipped by "auto" and runs only
-when forced.
+Auto order (priority): cuda > triton > sdpa > torch > reference. A backend's `auto_reasons` keep `auto` away
+from inputs where another backend measured faster; the backend's module holds the measurements behind its
+rule. Backends whose kernels draw dropout from the counter-based Philox stream of `semvlp.ops.rng` say so
+(`philox_dropout`), and the public op then draws the call's (seed, offset) for them.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ class Backend:
     unavailable: Callable[[], str | None]
     # op name -> (reasons(**inputs) -> list[str], implementation)
     ops: dict[str, tuple[Callable[..., list[str]], Callable]] = field(default_factory=dict)
-    # False: "auto" never picks this backend; it runs only when forced by name.
-    auto: bool = True
+    # True: the implementations take `dropout_seed=(seed, offset)` (drawn by the public op, see semvlp.ops.rng)
+    # whenever dropout_p > 0; the others draw from torch's generator themselves.
+    philox_dropout: bool = False
     # (op, inputs) -> reasons that keep `auto` from choosing this backend for these inputs; a forced choice
     # ignores them (e.g. Triton's CPU interpreter runs only when asked for).
     auto_reasons: Callable[[str, dict], list[str]] | None = None
@@ -92,9 +93,6 @@ def choose(op: str, backend: str, inputs: dict) -> tuple[str, Callable]:
         return name, _BACKENDS[name].ops[op][1]
     tried = []
     for candidate in _BY_PRIORITY:
-        if not candidate.auto:
-            tried.append(f"{candidate.name}: runs only when forced (backend={candidate.name!r})")
-            continue
         reasons = candidate.not_supported_reasons(op, inputs)
         if not reasons and candidate.auto_reasons is not None:
             reasons = candidate.auto_reasons(op, inputs)
@@ -102,6 +100,11 @@ def choose(op: str, backend: str, inputs: dict) -> tuple[str, Callable]:
             return candidate.name, candidate.ops[op][1]
         tried.append(f"{candidate.name}: {'; '.join(reasons)}")
     raise BackendNotSupportedError(f"no backend can run {op}: " + " | ".join(tried))
+
+
+def philox_dropout(name: str) -> bool:
+    """Whether backend `name` takes the public op's `dropout_seed` (see `Backend.philox_dropout`)."""
+    return _BACKENDS[name].philox_dropout
 
 
 def explain(op: str, inputs: dict) -> dict[str, list[str]]:

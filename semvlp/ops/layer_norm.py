@@ -6,6 +6,7 @@ import torch
 
 from . import dispatch
 from .checks import check_bias, check_like, check_normalized_shape, check_probability
+from .rng import draw_seed_offset
 
 
 def _check_eps(eps) -> None:
@@ -28,7 +29,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     """
     check_normalized_shape(x, weight, bias)
     _check_eps(eps)
-    inputs = dict(x=x, weight=weight, bias=bias, eps=eps)
+    inputs = dict(x=x, weight=weight, bias=bias, eps=float(eps))
     _, impl = dispatch.choose("layer_norm", backend, inputs)
     return impl(**inputs)
 
@@ -61,7 +62,9 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
     _check_eps(eps)
     if not isinstance(prenorm, bool):
         raise ValueError(f"prenorm: expected a bool, got {prenorm!r}")
-    inputs = dict(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias, dropout_p=dropout_p, eps=eps,
-                  prenorm=prenorm)
-    _, impl = dispatch.choose("add_layer_norm", backend, inputs)
+    inputs = dict(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias, dropout_p=float(dropout_p),
+                  eps=float(eps), prenorm=prenorm)
+    name, impl = dispatch.choose("add_layer_norm", backend, inputs)
+    if inputs["dropout_p"] > 0.0 and dispatch.philox_dropout(name):
+        inputs["dropout_seed"] = draw_seed_offset()
     return impl(**inputs)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 
 import deepspeed
-import torch
 from torch import nn
 
 from ..model import SemVLPForPretraining
@@ -75,11 +74,3 @@ def build_engine(model: SemVLPForPretraining, run: RunConfig, alternating: bool)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, weight_decay),
                                            config=config)
     return engine
-
-
-def cast_inputs(batch, dtype: torch.dtype, device: torch.device):
-    """The batch on the engine's device, with region inputs in the engine's compute dtype."""
-    batch = batch.to(device, non_blocking=True)
-    batch.region_features = batch.region_features.to(dtype)
-    batch.region_boxes = batch.region_boxes.to(dtype)
-    return batch

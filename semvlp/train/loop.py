@@ -1,4 +1,5 @@
-"""`semvlp pretrain`: the training loop under DeepSpeed."""
+"""`semvlp pretrain`: the training loop under DeepSpeed, in three parts: set-up (data, model, engine, resume),
+the step, and the finish (held-out evaluation, export, plot)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +19,16 @@ from ..data.collate import Collator
 from ..data.dataset import AnswerVocab, PretrainingDataset
 from ..data.records import BadRecords
 from ..data.tokenizer import WordPieceTokenizer
+from ..eval.pretraining import evaluate, format_results
 from ..model import SemVLPConfig, SemVLPForPretraining
-from ..model.config import TASKS
+from ..model.config import PRETRAINING_TASKS
 from .checkpoint import CheckpointManager, export_safetensors
-from .data import MicroBatchSampler, load_run_data
-from .distributed import init_distributed, shutdown
-from .ds_config import load_deepspeed_config
-from .engine import build_engine, cast_inputs
-from .evaluate import evaluate, format_results
+from .distributed import Distributed, init_distributed, shutdown
+from .ds_config import RunConfig, load_deepspeed_config
+from .engine import build_engine
 from .metrics import MetricsLogger, plot_curves
+from .options import PretrainOptions
+from .run_data import MicroBatchSampler, RunData, load_run_data
 from .schedule import ModeSchedule
 
 logger = logging.getLogger("semvlp.pretrain")
@@ -33,6 +36,30 @@ logger = logging.getLogger("semvlp.pretrain")
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+@dataclass
+class Run:
+    """What the set-up builds and the steps use."""
+
+    options: PretrainOptions
+    env: Distributed
+    out: Path
+    config: SemVLPConfig
+    tokenizer: WordPieceTokenizer
+    data: RunData
+    answers: AnswerVocab
+    bad: BadRecords
+    deepspeed: RunConfig
+    schedule: ModeSchedule
+    engine: object                   # deepspeed.DeepSpeedEngine
+    checkpoints: CheckpointManager
+    collator: Collator
+    batches: object                  # iterator over this rank's micro-batches, from the start step on
+    metrics: MetricsLogger
+    start: int
+    steps_per_epoch: int
+    global_batch: int
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -48,51 +75,61 @@ def _setup_logging(is_main: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def pretrain(args) -> dict:
+def pretrain(options: PretrainOptions) -> dict:
     """Runs the whole job: data, engine, the step loop with checkpoints and metrics, held-out evaluation,
     export. Returns the final held-out results (rank 0 also prints them)."""
     env = init_distributed()
     try:
-        return _pretrain(args, env)
+        _setup_logging(env.is_main)
+        run = set_up(options, env)
+        try:
+            _train(run)
+            results = run_eval(run, options.max_steps) if run.data.held_out else {}
+        finally:
+            run.metrics.close()
+        finish(run, results)
+        return results
     finally:
         shutdown()
 
 
-def _pretrain(args, env) -> dict:
-    _setup_logging(env.is_main)
-    out = Path(args.output)
-    config = SemVLPConfig.load(args.model_config)
-    tokenizer = WordPieceTokenizer(args.vocab, max_length=config.max_position_embeddings)
+def set_up(options: PretrainOptions, env: Distributed) -> Run:
+    """Config, tokenizer, data, the engine (resumed from the latest checkpoint when asked) and the data order."""
+    out = Path(options.output)
+    config = SemVLPConfig.load(options.model_config)
+    tokenizer = WordPieceTokenizer(options.vocab, max_length=config.max_position_embeddings)
     if tokenizer.vocab_size != config.vocab_size:
         # The word embeddings (and the tied MLM decoder) are sized to the vocab; the saved config records it.
-        logger.info("vocab_size %d of %s replaced by the %d tokens of %s", config.vocab_size, args.model_config,
+        logger.info("vocab_size %d of %s replaced by the %d tokens of %s", config.vocab_size, options.model_config,
                     tokenizer.vocab_size, tokenizer.vocab_path)
         config.vocab_size = tokenizer.vocab_size
-    bad = BadRecords(skip=args.skip_bad_records)
-    data = load_run_data(args.data, bad, config.visual_feat_dim, args.synthetic_scenes, args.data_seed,
-                         args.feature_format, args.region_features)
+    bad = BadRecords(skip=options.skip_bad_records)
+    data = load_run_data(options.data, bad, config.visual_feat_dim, options.synthetic_scenes, options.data_seed,
+                         options.feature_format, options.region_features)
     if bad.total:
         logger.warning(bad.summary())
     answers = AnswerVocab.from_texts(data.train.texts, config.num_qa_labels)
-    run = load_deepspeed_config(args.deepspeed_config, max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
-                                gradient_accumulation_steps=args.gradient_accumulation_steps, lr=args.lr,
-                                warmup_steps=args.warmup_steps)
-    dataset = PretrainingDataset(data.train, tokenizer, answers, seed=args.seed,
-                                 attribute_mask_rate=args.attribute_mask_rate)
-    micro, accumulation = run.micro_batch_size, run.gradient_accumulation_steps
+    deepspeed = load_deepspeed_config(options.deepspeed_config, max_steps=options.max_steps,
+                                      micro_batch_size=options.micro_batch_size,
+                                      gradient_accumulation_steps=options.gradient_accumulation_steps, lr=options.lr,
+                                      warmup_steps=options.warmup_steps)
+    dataset = PretrainingDataset(data.train, tokenizer, answers, seed=options.seed,
+                                 attribute_mask_rate=options.attribute_mask_rate)
+    micro, accumulation = deepspeed.micro_batch_size, deepspeed.gradient_accumulation_steps
     global_batch = micro * accumulation * env.world_size
     steps_per_epoch = len(dataset) // global_batch
-    schedule = ModeSchedule.parse(args.mode_schedule, args.mode_ratio, args.mode_granularity, steps_per_epoch)
+    schedule = ModeSchedule.parse(options.mode_schedule, options.mode_ratio, options.mode_granularity,
+                                  steps_per_epoch)
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(options.seed)
     model = SemVLPForPretraining(config)
     # Saved with the weights, so a resumed run, fine-tuning and the export standardise the same way.
     mean, std = data.train.feature_statistics()
     model.semvlp.region_embeddings.set_feature_statistics(mean, std)
-    engine = build_engine(model, run, alternating=schedule.kind == "alternate")
-    checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=args.keep_checkpoints)
+    engine = build_engine(model, deepspeed, alternating=schedule.kind == "alternate")
+    checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=options.keep_checkpoints)
     start = 0
-    if args.resume:
+    if options.resume:
         resumed = checkpoints.load(engine)
         if resumed is None:
             logger.warning("--resume: no checkpoint in %s, starting from step 0", out / "checkpoints")
@@ -101,81 +138,95 @@ def _pretrain(args, env) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
         answers.save(out / "answers.json")
-        (out / "deepspeed_config.json").write_text(json.dumps(run.deepspeed, indent=2) + "\n")
+        (out / "deepspeed_config.json").write_text(json.dumps(deepspeed.deepspeed, indent=2) + "\n")
         logger.info("%s parameters; %d training samples; global batch %d (%d x %d accumulation x %d ranks); "
                     "ZeRO stage %d, %s; steps %d..%d", f"{sum(p.numel() for p in model.parameters()):,}",
-                    len(dataset), global_batch, micro, accumulation, env.world_size, run.zero_stage,
-                    str(run.dtype).replace("torch.", ""), start, args.max_steps)
+                    len(dataset), global_batch, micro, accumulation, env.world_size, deepspeed.zero_stage,
+                    str(deepspeed.dtype).replace("torch.", ""), start, options.max_steps)
 
     # One collator for training and evaluation: the datasets' samples say how each is masked.
     collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
-    sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, args.seed, start,
-                                args.max_steps)
+    sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, options.seed, start,
+                                options.max_steps)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
-                                         num_workers=args.num_workers, pin_memory=env.device.type == "cuda")
-    metrics = MetricsLogger(out, env.is_main, args.max_steps, start)
-    modes = ["single", "two"] if schedule.kind == "alternate" else [schedule.kind]
-    checkpoint_files = {"config.json": json.dumps(config.to_dict(), indent=2) + "\n"}
+                                         num_workers=options.num_workers, pin_memory=env.device.type == "cuda")
+    metrics = MetricsLogger(out, env.is_main, options.max_steps, start)
+    return Run(options, env, out, config, tokenizer, data, answers, bad, deepspeed, schedule, engine, checkpoints,
+               collator, iter(loader), metrics, start, steps_per_epoch, global_batch)
 
-    def run_eval(step: int) -> dict:
-        results = evaluate(engine, data.held_out, tokenizer, answers, collator, modes, args.eval_batch_size,
-                           env.rank, env.world_size, run.dtype, env.device)
-        metrics.log_eval(step, results)
-        return results
 
-    batches = iter(loader)
+def train_step(run: Run, step: int) -> dict:
+    """One optimizer step (its micro-batches on every rank); returns the step's metrics record, averaged over
+    the micro-batches of every rank."""
+    mode = run.schedule.mode(step)
+    accumulation = run.deepspeed.gradient_accumulation_steps
+    torch.manual_seed(_step_seed(run.options.seed, step, run.env.rank))
+    began = time.perf_counter()
+    skipped_before = getattr(run.engine, "skipped_steps", 0)
+    # total, one per task, then the number of micro-batches whose loss was not finite
+    sums = torch.zeros(len(PRETRAINING_TASKS) + 2, dtype=torch.float64)
+    for _ in range(accumulation):
+        batch = next(run.batches).to(run.env.device, non_blocking=True, feature_dtype=run.deepspeed.dtype)
+        output = run.engine(batch, mode=mode)
+        run.engine.backward(output.loss)
+        run.engine.step()
+        sums[0] += output.loss.item()
+        for i, task in enumerate(PRETRAINING_TASKS):
+            if task in output.losses:
+                sums[1 + i] += output.losses[task].item()
+        sums[-1] += 0 if math.isfinite(output.loss.item()) else 1
+    dist.all_reduce(sums)
+    mean = sums / (accumulation * run.env.world_size)
+    return {"step": step + 1, "epoch": step // run.steps_per_epoch, "mode": mode, "loss": mean[0].item(),
+            "losses": {t: mean[1 + i].item() for i, t in enumerate(PRETRAINING_TASKS) if run.config.tasks[t]},
+            "lr": run.engine.get_lr()[0], "samples_per_s": run.global_batch / (time.perf_counter() - began),
+            "skipped": getattr(run.engine, "skipped_steps", 0) != skipped_before, "nonfinite": sums[-1].item() > 0}
+
+
+def _train(run: Run) -> None:
+    """The steps from the start step to --max-steps, with checkpoints, evaluations and the non-finite stop."""
+    options = run.options
     consecutive_nonfinite = 0
-    results = {}
-    try:
-        for step in range(start, args.max_steps):
-            mode = schedule.mode(step)
-            torch.manual_seed(_step_seed(args.seed, step, env.rank))
-            began = time.perf_counter()
-            skipped_before = getattr(engine, "skipped_steps", 0)
-            sums = torch.zeros(len(TASKS) + 2, dtype=torch.float64)  # total, tasks..., non-finite micro-batches
-            for _ in range(accumulation):
-                batch = cast_inputs(next(batches), run.dtype, env.device)
-                output = engine(batch, mode=mode)
-                engine.backward(output.loss)
-                engine.step()
-                sums[0] += output.loss.item()
-                for i, task in enumerate(TASKS):
-                    if task in output.losses:
-                        sums[1 + i] += output.losses[task].item()
-                sums[-1] += 0 if math.isfinite(output.loss.item()) else 1
-            dist.all_reduce(sums)
-            mean = sums / (accumulation * env.world_size)
-            record = {"step": step + 1, "epoch": step // steps_per_epoch, "mode": mode, "loss": mean[0].item(),
-                      "losses": {t: mean[1 + i].item() for i, t in enumerate(TASKS) if config.tasks[t]},
-                      "lr": engine.get_lr()[0], "samples_per_s": global_batch / (time.perf_counter() - began),
-                      "skipped": getattr(engine, "skipped_steps", 0) != skipped_before}
-            metrics.log_step(record)
-            consecutive_nonfinite = consecutive_nonfinite + 1 if sums[-1] > 0 else 0
-            if consecutive_nonfinite >= args.max_nonfinite_steps:
-                raise NonFiniteLossError(
-                    f"stopping at step {step + 1}: the loss was NaN or infinite in {consecutive_nonfinite} consecutive "
-                    f"steps (last losses {record['losses']}). Lower the learning rate, use bf16 instead of fp16, or "
-                    f"check the data for bad values; the last good checkpoint is in {out / 'checkpoints'}")
-            done = step + 1
-            if done % args.checkpoint_every == 0 or done == args.max_steps:
-                checkpoints.save(engine, done, checkpoint_files)
-            if args.eval_every and done % args.eval_every == 0 and done != args.max_steps:
-                run_eval(done)
-        if data.held_out:
-            results = run_eval(args.max_steps)
-    finally:
-        metrics.close()
-    if env.is_main:
-        if args.export:
-            path = export_safetensors(out / "checkpoints", out / "export")
-            # The vocab travels with the weights: fine-tuning reads it from there.
-            shutil.copyfile(tokenizer.vocab_path, path.parent / "vocab.txt")
-            logger.info("exported fp32 weights and the vocab to %s", path.parent)
-        plot_curves(out)
-        if results:
-            (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-            sizes = {split: len({t.image_id for t in corpus.texts}) for split, corpus in data.held_out.items()}
-            print(f"\nheld-out accuracy after {args.max_steps} steps:\n{format_results(results, sizes)}", flush=True)
-        if bad.total:
-            print(bad.summary(), flush=True)
+    for step in range(run.start, options.max_steps):
+        record = train_step(run, step)
+        nonfinite = record.pop("nonfinite")
+        run.metrics.log_step(record)
+        consecutive_nonfinite = consecutive_nonfinite + 1 if nonfinite else 0
+        if consecutive_nonfinite >= options.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"stopping at step {step + 1}: the loss was NaN or infinite in {consecutive_nonfinite} consecutive "
+                f"steps (last losses {record['losses']}). Lower the learning rate, use bf16 instead of fp16, or "
+                f"check the data for bad values; the last good checkpoint is in {run.out / 'checkpoints'}")
+        done = step + 1
+        if done % options.checkpoint_every == 0 or done == options.max_steps:
+            run.checkpoints.save(run.engine, done, {"config.json": json.dumps(run.config.to_dict(), indent=2) + "\n"})
+        if options.eval_every and done % options.eval_every == 0 and done != options.max_steps:
+            run_eval(run, done)
+
+
+def run_eval(run: Run, step: int) -> dict:
+    """Held-out accuracy of every mode the schedule trains, logged at `step`."""
+    modes = ["single", "two"] if run.schedule.kind == "alternate" else [run.schedule.kind]
+    results = evaluate(run.engine, run.data.held_out, run.tokenizer, run.answers, run.collator, modes,
+                       run.options.eval_batch_size, run.env.rank, run.env.world_size, run.deepspeed.dtype,
+                       run.env.device)
+    run.metrics.log_eval(step, results)
     return results
+
+
+def finish(run: Run, results: dict) -> None:
+    """Rank 0: the export (with the vocab fine-tuning reads), the loss plot, results.json and the printout."""
+    if not run.env.is_main:
+        return
+    if run.options.export:
+        path = export_safetensors(run.out / "checkpoints", run.out / "export")
+        shutil.copyfile(run.tokenizer.vocab_path, path.parent / "vocab.txt")
+        logger.info("exported fp32 weights and the vocab to %s", path.parent)
+    plot_curves(run.out)
+    if results:
+        (run.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        sizes = {split: len({t.image_id for t in corpus.texts}) for split, corpus in run.data.held_out.items()}
+        print(f"\nheld-out accuracy after {run.options.max_steps} steps:\n{format_results(results, sizes)}",
+              flush=True)
+    if run.bad.total:
+        print(run.bad.summary(), flush=True)

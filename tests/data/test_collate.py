@@ -4,11 +4,11 @@ import torch
 
 from semvlp.data.collate import Collator
 from semvlp.data.dataset import AnswerVocab, PretrainingDataset, Sample
-from semvlp.data.packing import PackedLayout
-from semvlp.data.scenes import COLOURS
 from semvlp.data.synthetic import generate_split, to_corpus
+from semvlp.data.synthetic.scenes import COLOURS
 from semvlp.data.tokenizer import WordPieceTokenizer
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
+from semvlp.model.inputs import PackedLayout
 
 
 @pytest.fixture(scope="module")

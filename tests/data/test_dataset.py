@@ -5,11 +5,11 @@ import pytest
 
 from semvlp.data.corpus import Corpus
 from semvlp.data.dataset import AnswerVocab, PretrainingDataset
-from semvlp.data.language import holds
-from semvlp.data.scenes import COLOURS, SHAPES
 from semvlp.data.synthetic import generate_split, to_corpus
+from semvlp.data.synthetic.language import holds
+from semvlp.data.synthetic.scenes import COLOURS, SHAPES
 from semvlp.data.tokenizer import WordPieceTokenizer
-from semvlp.train.data import MicroBatchSampler
+from semvlp.train.run_data import MicroBatchSampler
 
 
 @pytest.fixture(scope="module")

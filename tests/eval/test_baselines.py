@@ -8,7 +8,7 @@ from semvlp.data.corpus import Corpus, MemoryFeatures
 from semvlp.data.records import ImageRecord, TextRecord
 from semvlp.eval import recall_at_k
 from semvlp.eval.baselines import answer_prior, retrieval_chance
-from semvlp.eval.downstream import retrieval_pool
+from semvlp.eval.task_eval import retrieval_pool
 
 
 def _image(image_id):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from semvlp import SemVLPConfig
-from semvlp.model.config import TASKS
+from semvlp.model.config import PRETRAINING_TASKS
 
 
 def test_defaults_are_bert_base_with_the_plug_in_the_top_half():
@@ -31,7 +31,7 @@ def test_json_round_trip(tmp_path):
     (dict(vocab_size=0), r"vocab_size: expected a positive int, got 0"),
     (dict(hidden_dropout_prob=1.5), r"hidden_dropout_prob: expected a probability in \[0, 1\)"),
     (dict(tasks={"mlm": True}), r"tasks: expected exactly the keys"),
-    (dict(tasks={t: False for t in TASKS}), r"tasks: expected at least one"),
+    (dict(tasks={t: False for t in PRETRAINING_TASKS}), r"tasks: expected at least one"),
 ])
 def test_invalid_fields_are_named(fields, message):
     with pytest.raises(ValueError, match=message):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from semvlp import ops
-from semvlp.ops import dispatch, reference
+from semvlp.ops import dispatch
+from semvlp.ops.backends import reference
 from tolerances import BACKEND_FP32_ATOL, GRAD_FACTOR, assert_within_rule
 
 
@@ -15,7 +16,7 @@ def _attention_inputs(batch=2, sq=5, sk=7, h=2, d=16, dtype=torch.float32):
 
 
 def test_backends_lists_reference_sdpa_and_torch_as_usable():
-    available = ops.backends()
+    available = dispatch.backends()
     assert available["reference"] is None
     assert available["sdpa"] is None
     assert available["torch"] is None

@@ -59,7 +59,7 @@ def test_bad_records_stop_a_run_unless_skipped(tmp_path):
     captions["annotations"][0]["caption"] = ""
     (tmp_path / "captions_train.json").write_text(json.dumps(captions))
     from semvlp.data.records import BadRecordError, BadRecords
-    from semvlp.train.data import load_run_data
+    from semvlp.train.run_data import load_run_data
 
     with pytest.raises(BadRecordError, match=r"captions_train.json: annotation 0 \(id 0\): the caption is empty"):
         load_run_data(str(tmp_path), BadRecords(), feature_dim=64)

@@ -7,9 +7,9 @@ import subprocess
 
 import numpy as np
 
+from semvlp.data.formats import open_features
 from semvlp.data.formats.lxmert_tsv import write_tsv
 from semvlp.data.synthetic import write_synthetic
-from semvlp.data.formats import open_features
 
 from pretrain_runs import REPO, command, deepspeed_config, environment, pretrain_args
 

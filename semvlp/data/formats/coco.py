@@ -3,7 +3,7 @@
 
 Annotations may carry a "semvlp" object (written by the synthetic generator): the caption's kind, its
 phrase->region links, the spans of its grounded colour words, its hard negatives and its meaning (clauses
-that `semvlp.data.language.holds` checks against a scene). Images may carry
+that `semvlp.data.synthetic.language.holds` checks against a scene). Images may carry
 "semvlp_binding_twin": the id of the scene with the same shapes and permuted colours.
 """
 

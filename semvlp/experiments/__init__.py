@@ -1,0 +1,1 @@
+"""Studies run on top of the library (the pretraining-schedule ablation) and their reports."""

@@ -1,0 +1,1 @@
+"""Integrations with other libraries' models; each subpackage imports its library lazily."""
