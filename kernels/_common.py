@@ -38,11 +38,15 @@ def num_programs_cap(device: torch.device) -> int:
 
 
 class Launch:
-    """A kernel with its grid, arguments and launch options; built by a launcher, run or compiled later."""
+    """A kernel with its grid, arguments and launch options; built by a launcher, run or compiled later.
 
-    def __init__(self, kernel, grid: tuple, args: dict, num_warps: int = 4, num_stages: int = 1):
+    An autotuned kernel gets its grid as a function of the chosen config (meta -> grid) and num_warps =
+    num_stages = None: its configs set them."""
+
+    def __init__(self, kernel, grid, args: dict, num_warps: int | None = 4, num_stages: int | None = 1):
         self.kernel, self.grid, self.args = kernel, grid, args
         self.num_warps, self.num_stages = num_warps, num_stages
 
     def run(self) -> None:
-        self.kernel[self.grid](**self.args, num_warps=self.num_warps, num_stages=self.num_stages)
+        options = {"num_warps": self.num_warps, "num_stages": self.num_stages}
+        self.kernel[self.grid](**self.args, **{name: value for name, value in options.items() if value is not None})

@@ -4,7 +4,9 @@ One kernel family serves both layouts: padded batches (batch, seqlen, nheads, he
 key-padding mask, and packed segments (total, nheads, headdim) with `cu_seqlens` offsets. A "segment" is a
 batch row in the padded layout. Scores are never materialised: the forward keeps a running max and sum
 (online softmax) and saves the log-sum-exp (base 2, of the scaled scores) per query row; the backward
-recomputes the probabilities from it.
+recomputes the probabilities from it. The kernels share one prologue (program -> segment, head and their
+ranges), one int64 base offset and one tile load; the forward and the dQ kernel walk the keys in an inner-loop
+helper, as Triton's fused-attention tutorial does.
 
 Dropout follows `semvlp.ops.rng`: element (i, j) of segment s, head h is kept iff
 uniform(philox(seed, c0=i*max_seqlen_k+j, c1=s*nheads+h, c2=offset, c3=0)) >= p; `_keep` is the only
@@ -20,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import DOT_PRECISION, autotune_enabled, interpreting, launch_int32, upcast_in_kernel
+from ._common import DOT_PRECISION, Launch, autotune_enabled, interpreting, launch_int32, upcast_in_kernel
 from ._store import cast_for_store
 
 LOG2E = 1.4426950408889634
@@ -45,6 +47,53 @@ def _segment(CU, seg, seqlen, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _stream(nheads):
+    """(stream, segment, head) of this program: grid axis 0 enumerates streams = segment * nheads + head."""
+    stream = tl.program_id(0)
+    return stream, stream // nheads, stream % nheads
+
+
+@triton.jit
+def _prologue(CU_Q, CU_K, nheads, seqlen_q, seqlen_k, IS_VARLEN: tl.constexpr):
+    """(stream, seg, head, q_start, len_q, k_start, len_k): this program's stream and its segment's query and key
+    ranges."""
+    stream, seg, head = _stream(nheads)
+    q_start, len_q = _segment(CU_Q, seg, seqlen_q, IS_VARLEN)
+    k_start, len_k = _segment(CU_K, seg, seqlen_k, IS_VARLEN)
+    return stream, seg, head, q_start, len_q, k_start, len_k
+
+
+@triton.jit
+def _offset(seg, start, head, stride_b, stride_t, stride_h):
+    """Offset of (segment, first token, head) in int64: a batch or packed tensor may exceed 2**31 elements."""
+    return seg.to(tl.int64) * stride_b + start.to(tl.int64) * stride_t + head * stride_h
+
+
+@triton.jit
+def _tile(base, rows, stride_t, offs_d):
+    """base + row * stride_t + d for each (row, d) of rows x offs_d: pointers, or offsets for an integer base."""
+    return base + rows[:, None] * stride_t + offs_d[None, :]
+
+
+@triton.jit
+def _load_tile(ptrs, mask, UPCAST: tl.constexpr):
+    """The tile at `ptrs`, zero where masked, in float32 when UPCAST."""
+    x = tl.load(ptrs, mask=mask, other=0.0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def _key_end(m_start, len_q, len_k, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
+    """End of the keys the query block at m_start sees: causally, none past its last row's diagonal."""
+    end_n = len_k
+    if CAUSAL:
+        end_n = tl.minimum(len_k, m_start + BLOCK_M + len_k - len_q)
+    return end_n
+
+
+@triton.jit
 def _allowed(rows, cols, len_q, len_k, key_mask_row, HAS_KEY_MASK: tl.constexpr, CAUSAL: tl.constexpr):
     """Bool (BLOCK_M, BLOCK_N): key j exists, is not padding, and (causal) j <= i + len_k - len_q."""
     allowed = (rows[:, None] < len_q) & (cols[None, :] < len_k)
@@ -54,6 +103,35 @@ def _allowed(rows, cols, len_q, len_k, key_mask_row, HAS_KEY_MASK: tl.constexpr,
     if CAUSAL:
         allowed = allowed & (cols[None, :] <= rows[:, None] + (len_k - len_q))
     return allowed
+
+
+@triton.jit
+def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kt, stride_vt, key_mask_row, rows, offs_d, d_ok, len_q, len_k,
+                    end_n, scale_log2, p_drop, seed, offset, seqlen_k, stream,
+                    HAS_KEY_MASK: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                    UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online softmax of the query block `q` over the key blocks in [0, end_n): returns (acc, l_i, m_i), the
+    unnormalised (dropped) P V, the row sums of P and the row maxima of the base-2 scaled scores."""
+    offs_n = tl.arange(0, BLOCK_N)
+    for n_start in range(0, end_n, BLOCK_N):
+        cols = n_start + offs_n
+        kv_ok = (cols[:, None] < len_k) & d_ok[None, :]
+        k = _load_tile(_tile(K, cols, stride_kt, offs_d), kv_ok, UPCAST)
+        v = _load_tile(_tile(V, cols, stride_vt, offs_d), kv_ok, UPCAST)
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        allowed = _allowed(rows, cols, len_q, len_k, key_mask_row, HAS_KEY_MASK, CAUSAL)
+        s = tl.where(allowed, qk * scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row with no allowed key so far keeps m = -inf; shifting by 0 instead avoids inf - inf.
+        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_shift[:, None])
+        alpha = tl.exp2(m_i - m_shift)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if HAS_DROPOUT:
+            p = tl.where(_keep(seed, offset, p_drop, rows, cols, seqlen_k, stream), p, 0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
 
 
 @triton.jit
@@ -73,65 +151,37 @@ def _attn_fwd(
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    stream = tl.program_id(0)
-    seg = stream // nheads
-    head = stream % nheads
-    q_start, len_q = _segment(CU_Q, seg, seqlen_q, IS_VARLEN)
-    k_start, len_k = _segment(CU_K, seg, seqlen_k, IS_VARLEN)
+    """One program per (segment, head, query block): the output rows and their log-sum-exp."""
+    stream, seg, head, q_start, len_q, k_start, len_k = _prologue(CU_Q, CU_K, nheads, seqlen_q, seqlen_k, IS_VARLEN)
     m_start = tl.program_id(1) * BLOCK_M
     if m_start >= len_q:
         return
 
     rows = m_start + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < head_dim
-    Q += seg.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qt + head * stride_qh
-    K += seg.to(tl.int64) * stride_kb + k_start.to(tl.int64) * stride_kt + head * stride_kh
-    V += seg.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vt + head * stride_vh
+    Q += _offset(seg, q_start, head, stride_qb, stride_qt, stride_qh)
+    K += _offset(seg, k_start, head, stride_kb, stride_kt, stride_kh)
+    V += _offset(seg, k_start, head, stride_vb, stride_vt, stride_vh)
     key_mask_row = KEY_MASK + seg.to(tl.int64) * stride_mb
 
-    q = tl.load(Q + rows[:, None] * stride_qt + offs_d[None, :], mask=(rows[:, None] < len_q) & d_ok[None, :],
-                other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-
+    q_ok = (rows[:, None] < len_q) & d_ok[None, :]
+    q = _load_tile(_tile(Q, rows, stride_qt, offs_d), q_ok, UPCAST)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    end_n = len_k
-    if CAUSAL:
-        end_n = tl.minimum(len_k, m_start + BLOCK_M + len_k - len_q)
-    for n_start in range(0, end_n, BLOCK_N):
-        cols = n_start + offs_n
-        kv_ok = (cols[:, None] < len_k) & d_ok[None, :]
-        k = tl.load(K + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_ok, other=0.0)
-        v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_ok, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        allowed = _allowed(rows, cols, len_q, len_k, key_mask_row, HAS_KEY_MASK, CAUSAL)
-        s = tl.where(allowed, qk * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row with no allowed key so far keeps m = -inf; shifting by 0 instead avoids inf - inf.
-        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_shift[:, None])
-        alpha = tl.exp2(m_i - m_shift)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if HAS_DROPOUT:
-            p = tl.where(_keep(seed, offset, p_drop, rows, cols, seqlen_k, stream), p, 0.0)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
-        m_i = m_new
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kt, stride_vt, key_mask_row, rows, offs_d, d_ok,
+                                    len_q, len_k, _key_end(m_start, len_q, len_k, BLOCK_M, CAUSAL), scale_log2,
+                                    p_drop, seed, offset, seqlen_k, stream, HAS_KEY_MASK, CAUSAL, HAS_DROPOUT,
+                                    UPCAST, PRECISION, BLOCK_N)
 
     empty = l_i == 0.0
     out_scale = tl.where(empty, 0.0, 1.0 / tl.where(empty, 1.0, l_i))
     if HAS_DROPOUT:
         out_scale = out_scale / (1.0 - p_drop)
     out = acc * out_scale[:, None]
-    O += seg.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_ot + head * stride_oh
-    tl.store(O + rows[:, None] * stride_ot + offs_d[None, :], cast_for_store(out, O.dtype.element_ty, UPCAST),
-             mask=(rows[:, None] < len_q) & d_ok[None, :])
+    O += _offset(seg, q_start, head, stride_ob, stride_ot, stride_oh)
+    tl.store(_tile(O, rows, stride_ot, offs_d), cast_for_store(out, O.dtype.element_ty, UPCAST), mask=q_ok)
     lse = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
     tl.store(LSE + stream.to(tl.int64) * seqlen_q + rows, lse, mask=rows < len_q)
 
@@ -141,19 +191,17 @@ def _attn_bwd_preprocess(
     O, DO,  # like Q, contiguous
     DELTA,  # (n_segments, nheads, seqlen_q) float32: rowsum(dO * O)
     CU_Q, stride_ob, stride_ot, stride_oh, nheads, seqlen_q, head_dim,
-    IS_VARLEN: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    IS_VARLEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    stream = tl.program_id(0)
-    seg = stream // nheads
-    head = stream % nheads
+    stream, seg, head = _stream(nheads)
     q_start, len_q = _segment(CU_Q, seg, seqlen_q, IS_VARLEN)
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    base = seg.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_ot + head * stride_oh
-    ptrs = base + rows[:, None] * stride_ot + offs_d[None, :]
+    base = _offset(seg, q_start, head, stride_ob, stride_ot, stride_oh)
     ok = (rows[:, None] < len_q) & (offs_d[None, :] < head_dim)
-    o = tl.load(O + ptrs, mask=ok, other=0.0).to(tl.float32)
-    do = tl.load(DO + ptrs, mask=ok, other=0.0).to(tl.float32)
+    # delta is summed in float32 whatever the dtype.
+    o = _load_tile(_tile(O + base, rows, stride_ot, offs_d), ok, True)
+    do = _load_tile(_tile(DO + base, rows, stride_ot, offs_d), ok, True)
     tl.store(DELTA + stream.to(tl.int64) * seqlen_q + rows, tl.sum(o * do, 1), mask=rows < len_q)
 
 
@@ -197,11 +245,7 @@ def _attn_bwd_dkdv(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program per (segment, head, key block): dK and dV over all query blocks (and dQ by atomics)."""
-    stream = tl.program_id(0)
-    seg = stream // nheads
-    head = stream % nheads
-    q_start, len_q = _segment(CU_Q, seg, seqlen_q, IS_VARLEN)
-    k_start, len_k = _segment(CU_K, seg, seqlen_k, IS_VARLEN)
+    stream, seg, head, q_start, len_q, k_start, len_k = _prologue(CU_Q, CU_K, nheads, seqlen_q, seqlen_k, IS_VARLEN)
     n_start = tl.program_id(1) * BLOCK_N
     if n_start >= len_k:
         return
@@ -210,10 +254,10 @@ def _attn_bwd_dkdv(
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < head_dim
-    Q += seg.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qt + head * stride_qh
-    K += seg.to(tl.int64) * stride_kb + k_start.to(tl.int64) * stride_kt + head * stride_kh
-    V += seg.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vt + head * stride_vh
-    do_base = seg.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_ot + head * stride_oh
+    Q += _offset(seg, q_start, head, stride_qb, stride_qt, stride_qh)
+    K += _offset(seg, k_start, head, stride_kb, stride_kt, stride_kh)
+    V += _offset(seg, k_start, head, stride_vb, stride_vt, stride_vh)
+    do_base = _offset(seg, q_start, head, stride_ob, stride_ot, stride_oh)
     DO += do_base
     DQ_ACC += do_base
     key_mask_row = KEY_MASK + seg.to(tl.int64) * stride_mb
@@ -221,11 +265,8 @@ def _attn_bwd_dkdv(
     DELTA += stream.to(tl.int64) * seqlen_q
 
     kv_ok = (cols[:, None] < len_k) & d_ok[None, :]
-    k = tl.load(K + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_ok, other=0.0)
-    v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_ok, other=0.0)
-    if UPCAST:
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
+    k = _load_tile(_tile(K, cols, stride_kt, offs_d), kv_ok, UPCAST)
+    v = _load_tile(_tile(V, cols, stride_vt, offs_d), kv_ok, UPCAST)
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     m_begin = 0
@@ -235,11 +276,8 @@ def _attn_bwd_dkdv(
     for m_start in range(m_begin, len_q, BLOCK_M):
         rows = m_start + offs_m
         q_ok = (rows[:, None] < len_q) & d_ok[None, :]
-        q = tl.load(Q + rows[:, None] * stride_qt + offs_d[None, :], mask=q_ok, other=0.0)
-        do = tl.load(DO + rows[:, None] * stride_ot + offs_d[None, :], mask=q_ok, other=0.0)
-        if UPCAST:
-            q = q.to(tl.float32)
-            do = do.to(tl.float32)
+        q = _load_tile(_tile(Q, rows, stride_qt, offs_d), q_ok, UPCAST)
+        do = _load_tile(_tile(DO, rows, stride_ot, offs_d), q_ok, UPCAST)
         lse = tl.load(LSE + rows, mask=rows < len_q, other=float("inf"))
         delta = tl.load(DELTA + rows, mask=rows < len_q, other=0.0)
         p_dropped, ds = _bwd_block(q, k, v, do, lse, delta, rows, cols, len_q, len_k, key_mask_row, scale_log2,
@@ -249,12 +287,30 @@ def _attn_bwd_dkdv(
         dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=PRECISION)
         if ATOMIC_DQ:
             dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION) * softmax_scale
-            tl.atomic_add(DQ_ACC + rows[:, None] * stride_ot + offs_d[None, :], dq, mask=q_ok)
+            tl.atomic_add(_tile(DQ_ACC, rows, stride_ot, offs_d), dq, mask=q_ok)
 
-    dk_ptrs = seg.to(tl.int64) * stride_dkb + k_start.to(tl.int64) * stride_dkt + head * stride_dkh \
-        + cols[:, None] * stride_dkt + offs_d[None, :]
-    tl.store(DK + dk_ptrs, cast_for_store(dk * softmax_scale, DK.dtype.element_ty, UPCAST), mask=kv_ok)
-    tl.store(DV + dk_ptrs, cast_for_store(dv, DV.dtype.element_ty, UPCAST), mask=kv_ok)
+    # dK and dV have the same strides: one offset tile serves both.
+    dk_offs = _tile(_offset(seg, k_start, head, stride_dkb, stride_dkt, stride_dkh), cols, stride_dkt, offs_d)
+    tl.store(DK + dk_offs, cast_for_store(dk * softmax_scale, DK.dtype.element_ty, UPCAST), mask=kv_ok)
+    tl.store(DV + dk_offs, cast_for_store(dv, DV.dtype.element_ty, UPCAST), mask=kv_ok)
+
+
+@triton.jit
+def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, key_mask_row, rows, offs_d, d_ok, len_q,
+                       len_k, end_n, scale_log2, p_drop, seed, offset, seqlen_k, stream,
+                       HAS_KEY_MASK: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                       UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dq + dS K over the key blocks in [0, end_n) (dQ before the softmax scale)."""
+    offs_n = tl.arange(0, BLOCK_N)
+    for n_start in range(0, end_n, BLOCK_N):
+        cols = n_start + offs_n
+        kv_ok = (cols[:, None] < len_k) & d_ok[None, :]
+        k = _load_tile(_tile(K, cols, stride_kt, offs_d), kv_ok, UPCAST)
+        v = _load_tile(_tile(V, cols, stride_vt, offs_d), kv_ok, UPCAST)
+        _, ds = _bwd_block(q, k, v, do, lse, delta, rows, cols, len_q, len_k, key_mask_row, scale_log2, p_drop,
+                           seed, offset, seqlen_k, stream, HAS_KEY_MASK, CAUSAL, HAS_DROPOUT, PRECISION)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+    return dq
 
 
 @triton.jit
@@ -272,50 +328,31 @@ def _attn_bwd_dq(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program per (segment, head, query block): dQ over all key blocks, without atomics."""
-    stream = tl.program_id(0)
-    seg = stream // nheads
-    head = stream % nheads
-    q_start, len_q = _segment(CU_Q, seg, seqlen_q, IS_VARLEN)
-    k_start, len_k = _segment(CU_K, seg, seqlen_k, IS_VARLEN)
+    stream, seg, head, q_start, len_q, k_start, len_k = _prologue(CU_Q, CU_K, nheads, seqlen_q, seqlen_k, IS_VARLEN)
     m_start = tl.program_id(1) * BLOCK_M
     if m_start >= len_q:
         return
 
     rows = m_start + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < head_dim
-    K += seg.to(tl.int64) * stride_kb + k_start.to(tl.int64) * stride_kt + head * stride_kh
-    V += seg.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vt + head * stride_vh
+    K += _offset(seg, k_start, head, stride_kb, stride_kt, stride_kh)
+    V += _offset(seg, k_start, head, stride_vb, stride_vt, stride_vh)
     key_mask_row = KEY_MASK + seg.to(tl.int64) * stride_mb
+
     q_ok = (rows[:, None] < len_q) & d_ok[None, :]
-    q = tl.load(Q + seg.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qt + head * stride_qh
-                + rows[:, None] * stride_qt + offs_d[None, :], mask=q_ok, other=0.0)
-    do_ptrs = seg.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_ot + head * stride_oh \
-        + rows[:, None] * stride_ot + offs_d[None, :]
-    do = tl.load(DO + do_ptrs, mask=q_ok, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-        do = do.to(tl.float32)
+    Q += _offset(seg, q_start, head, stride_qb, stride_qt, stride_qh)
+    q = _load_tile(_tile(Q, rows, stride_qt, offs_d), q_ok, UPCAST)
+    # dO and dQ have the same strides: one offset tile serves both.
+    do_offs = _tile(_offset(seg, q_start, head, stride_ob, stride_ot, stride_oh), rows, stride_ot, offs_d)
+    do = _load_tile(DO + do_offs, q_ok, UPCAST)
     lse = tl.load(LSE + stream.to(tl.int64) * seqlen_q + rows, mask=rows < len_q, other=float("inf"))
     delta = tl.load(DELTA + stream.to(tl.int64) * seqlen_q + rows, mask=rows < len_q, other=0.0)
-
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    end_n = len_k
-    if CAUSAL:
-        end_n = tl.minimum(len_k, m_start + BLOCK_M + len_k - len_q)
-    for n_start in range(0, end_n, BLOCK_N):
-        cols = n_start + offs_n
-        kv_ok = (cols[:, None] < len_k) & d_ok[None, :]
-        k = tl.load(K + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_ok, other=0.0)
-        v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_ok, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        _, ds = _bwd_block(q, k, v, do, lse, delta, rows, cols, len_q, len_k, key_mask_row, scale_log2, p_drop,
-                           seed, offset, seqlen_k, stream, HAS_KEY_MASK, CAUSAL, HAS_DROPOUT, PRECISION)
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
-    tl.store(DQ + do_ptrs, cast_for_store(dq * softmax_scale, DQ.dtype.element_ty, UPCAST), mask=q_ok)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, key_mask_row, rows, offs_d, d_ok,
+                            len_q, len_k, _key_end(m_start, len_q, len_k, BLOCK_M, CAUSAL), scale_log2, p_drop, seed,
+                            offset, seqlen_k, stream, HAS_KEY_MASK, CAUSAL, HAS_DROPOUT, UPCAST, PRECISION, BLOCK_N)
+    tl.store(DQ + do_offs, cast_for_store(dq * softmax_scale, DQ.dtype.element_ty, UPCAST), mask=q_ok)
 
 
 @triton.jit
@@ -393,23 +430,14 @@ def default_config(seqlen_q: int, seqlen_k: int, head_dim: int, backward: bool, 
 
 _TUNE_KEY = ["tune_q", "tune_k", "head_dim", "IS_VARLEN", "HAS_KEY_MASK", "CAUSAL", "HAS_DROPOUT"]
 _tuned_fwd = triton.autotune(FWD_CONFIGS, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune})(_attn_fwd)
-_tuned_dkdv = triton.autotune(BWD_CONFIGS, key=_TUNE_KEY + ["ATOMIC_DQ"], prune_configs_by={"early_config_prune": _prune},
-                              reset_to_zero=["DQ_ACC"])(_attn_bwd_dkdv)
+_tuned_dkdv = triton.autotune(BWD_CONFIGS, key=_TUNE_KEY + ["ATOMIC_DQ"],
+                              prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["DQ_ACC"])(_attn_bwd_dkdv)
 _tuned_dq = triton.autotune(BWD_CONFIGS, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune})(_attn_bwd_dq)
 
 
-def _run(kernel, tuned, args: dict, grid_rows: int, stream_count: int, block_key: str, config: dict | None):
-    """Launch `tuned` (autotuned) or `kernel` with a fixed config; grid = (streams, blocks along grid_rows)."""
-    if config is None:
-        tuned[lambda meta: (stream_count, triton.cdiv(grid_rows, meta[block_key]))](**args)
-        return
-    blocks = {name: config[name] for name in ("BLOCK_M", "BLOCK_N")}
-    kernel[(stream_count, triton.cdiv(grid_rows, config[block_key]))](
-        **args, **blocks, num_warps=config["num_warps"], num_stages=config["num_stages"])
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Launchers. They take q/k/v in either layout (4-d padded or 3-d packed), check, allocate and launch.
+# Launchers. They take q/k/v in either layout (4-d padded or 3-d packed), check, allocate and build the
+# launches (`forward_launch`, `backward_launches`) that the public functions run.
 
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
@@ -494,7 +522,7 @@ def forward_args(pb: Problem, q, k, v, out, lse) -> dict:
 def preprocess_args(pb: Problem, out, dout, delta) -> dict:
     return dict(O=out, DO=dout, DELTA=delta, CU_Q=delta if pb.cu_q is None else pb.cu_q, **_strides("o", out),
                 nheads=pb.nheads, seqlen_q=pb.seqlen_q, head_dim=pb.head_dim, IS_VARLEN=pb.varlen,
-                UPCAST=pb.upcast, BLOCK_M=64, BLOCK_D=pb.block_d)
+                BLOCK_M=64, BLOCK_D=pb.block_d)
 
 
 def dkdv_args(pb: Problem, q, k, v, dout, dq_acc, dk, dv, lse, delta, atomic_dq: bool) -> dict:
@@ -509,13 +537,17 @@ def dq_args(pb: Problem, q, k, v, dout, dq, lse, delta) -> dict:
                 **pb.common_args(lse))
 
 
-def attention_forward(q, k, v, *, key_mask=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
-                      max_seqlen_k=0, softmax_scale=None, causal=False, dropout_p=0.0, seed=0, offset=0):
-    """Returns (out like q, contiguous; lse float32 (n_segments, nheads, seqlen_q))."""
-    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
-    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    pb = Problem(q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
-                 dropout_p, seed, offset)
+def _launch(kernel, tuned, args: dict, grid_rows: int, streams: int, block_key: str, config: dict | None) -> Launch:
+    """`tuned` (autotuned) or `kernel` with a fixed config; grid = (streams, blocks along grid_rows)."""
+    if config is None:
+        return Launch(tuned, lambda meta: (streams, triton.cdiv(grid_rows, meta[block_key])), args, None, None)
+    blocks = {name: config[name] for name in ("BLOCK_M", "BLOCK_N")}
+    return Launch(kernel, (streams, triton.cdiv(grid_rows, config[block_key])), {**args, **blocks},
+                  config["num_warps"], config["num_stages"])
+
+
+def forward_launch(pb: Problem, q, k, v) -> tuple[Launch, torch.Tensor, torch.Tensor]:
+    """Returns (Launch, out like q (contiguous), lse float32 (n_segments, nheads, seqlen_q))."""
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse_shape = (pb.n_segments, pb.nheads, pb.seqlen_q)
     if pb.varlen:
@@ -523,10 +555,45 @@ def attention_forward(q, k, v, *, key_mask=None, cu_seqlens_q=None, cu_seqlens_k
         lse = torch.full(lse_shape, float("inf"), dtype=torch.float32, device=q.device)
     else:
         lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
-    if out.numel() == 0:
-        return out, lse
-    _run(_attn_fwd, _tuned_fwd, forward_args(pb, q, k, v, out, lse), pb.seqlen_q, pb.streams, "BLOCK_M",
-         pb.config(backward=False))
+    launch = _launch(_attn_fwd, _tuned_fwd, forward_args(pb, q, k, v, out, lse), pb.seqlen_q, pb.streams, "BLOCK_M",
+                     pb.config(backward=False))
+    return launch, out, lse
+
+
+def backward_launches(pb: Problem, q, k, v, out, dout, lse, deterministic: bool):
+    """Returns (launches to run in order, dq, dk, dv): dq in q's dtype when `deterministic` (a second pass
+    writes it), else the float32 accumulator of the dK/dV kernel's atomics. dout and out: contiguous."""
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    delta = torch.empty_like(lse)
+    config = pb.config(backward=True)
+    launches = [Launch(_attn_bwd_preprocess, (pb.streams, triton.cdiv(pb.seqlen_q, 64)),
+                       preprocess_args(pb, out, dout, delta))]
+    if deterministic:
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        launches += [
+            _launch(_attn_bwd_dkdv, _tuned_dkdv, dkdv_args(pb, q, k, v, dout, dq, dk, dv, lse, delta, False),
+                    pb.seqlen_k, pb.streams, "BLOCK_N", config),
+            _launch(_attn_bwd_dq, _tuned_dq, dq_args(pb, q, k, v, dout, dq, lse, delta), pb.seqlen_q, pb.streams,
+                    "BLOCK_M", config),
+        ]
+    else:
+        dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        launches.append(_launch(_attn_bwd_dkdv, _tuned_dkdv, dkdv_args(pb, q, k, v, dout, dq, dk, dv, lse, delta, True),
+                                pb.seqlen_k, pb.streams, "BLOCK_N", config))
+    return launches, dq, dk, dv
+
+
+def attention_forward(q, k, v, *, key_mask=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
+                      max_seqlen_k=0, softmax_scale=None, causal=False, dropout_p=0.0, seed=0, offset=0):
+    """Returns (out like q, contiguous; lse float32 (n_segments, nheads, seqlen_q))."""
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    pb = Problem(q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
+                 dropout_p, seed, offset)
+    launch, out, lse = forward_launch(pb, q, k, v)
+    if out.numel():
+        launch.run()
     return out, lse
 
 
@@ -540,24 +607,15 @@ def attention_backward(dout, q, k, v, out, lse, *, key_mask=None, cu_seqlens_q=N
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     pb = Problem(q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
                  dropout_p, seed, offset)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     if q.numel() == 0 or k.numel() == 0:
-        return torch.zeros(q.shape, dtype=q.dtype, device=q.device), dk.zero_(), dv.zero_()
-    delta = torch.empty_like(lse)
-    _attn_bwd_preprocess[(pb.streams, triton.cdiv(pb.seqlen_q, 64))](**preprocess_args(pb, out, dout, delta))
-    config = pb.config(backward=True)
-    if deterministic:
-        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        _run(_attn_bwd_dkdv, _tuned_dkdv, dkdv_args(pb, q, k, v, dout, dq, dk, dv, lse, delta, False),
-             pb.seqlen_k, pb.streams, "BLOCK_N", config)
-        _run(_attn_bwd_dq, _tuned_dq, dq_args(pb, q, k, v, dout, dq, lse, delta), pb.seqlen_q, pb.streams,
-             "BLOCK_M", config)
-        return dq, dk, dv
-    dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    _run(_attn_bwd_dkdv, _tuned_dkdv, dkdv_args(pb, q, k, v, dout, dq_acc, dk, dv, lse, delta, True),
-         pb.seqlen_k, pb.streams, "BLOCK_N", config)
-    return dq_acc.to(q.dtype), dk, dv
+        return (torch.zeros(q.shape, dtype=q.dtype, device=q.device),
+                torch.zeros(k.shape, dtype=k.dtype, device=k.device),
+                torch.zeros(v.shape, dtype=v.dtype, device=v.device))
+    launches, dq, dk, dv = backward_launches(pb, q, k, v, out, dout, lse, deterministic)
+    for launch in launches:
+        launch.run()
+    # The atomics' float32 accumulator becomes q's dtype; the deterministic dq already is.
+    return dq.to(q.dtype), dk, dv
 
 
 def dropout_keep_mask(seed: int, offset: int, dropout_p: float, n_segments: int, nheads: int, max_seqlen_q: int,
@@ -566,6 +624,7 @@ def dropout_keep_mask(seed: int, offset: int, dropout_p: float, n_segments: int,
     mask = torch.empty((n_segments, nheads, max_seqlen_q, max_seqlen_k), dtype=torch.int8, device=device)
     if mask.numel():
         grid = (n_segments * nheads, triton.cdiv(max_seqlen_q, 32), triton.cdiv(max_seqlen_k, 32))
-        _keep_mask_kernel[grid](mask, dropout_p, seed, launch_int32(offset), nheads, max_seqlen_q, max_seqlen_k,
-                                BLOCK_M=32, BLOCK_N=32)
+        args = dict(MASK=mask, p_drop=dropout_p, seed=seed, offset=launch_int32(offset), nheads=nheads,
+                    seqlen_q=max_seqlen_q, seqlen_k=max_seqlen_k, BLOCK_M=32, BLOCK_N=32)
+        Launch(_keep_mask_kernel, grid, args).run()
     return mask.bool()
