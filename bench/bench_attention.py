@@ -10,6 +10,10 @@ Providers:
   sdpa-nomask         torch SDPA without a mask, where that is valid (no padding)
   sdpa-flash          torch SDPA restricted to its flash backend, where valid
   flash-attn          flash_attn_func / flash_attn_varlen_func (packed), when installed
+  torch-varlen        torch.nn.attention.varlen.varlen_attn on the batch packed (PyTorch's FlashAttention-2
+                      varlen; CUDA, fp16/bf16), where this torch has it
+  flex                FlexAttention compiled with torch.compile, as its users run it; the padded batch
+                      becomes a packed one with a per-sample (document) block mask
   semvlp-<backend>    semvlp.ops.attention(..., backend=<backend>) for every registered backend
   semvlp-<backend>-packed   semvlp.ops.varlen_attention on the same batch packed (vl_joint only)
   semvlp-triton-deterministic   the triton backend with torch.use_deterministic_algorithms(True): dQ by a
@@ -183,8 +187,28 @@ def build(args) -> harness.Benchmark:
                     max_seqlen_q=packed["max_seqlen"], max_seqlen_k=packed["max_seqlen"], dropout_p=0.0,
                     softmax_scale=None, causal=False)
 
+    def torch_varlen(inp):
+        if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+            raise harness.Unsupported("this torch has no torch.nn.attention.varlen")
+        if not on_gpu or dtype not in (torch.float16, torch.bfloat16):
+            raise harness.Unsupported("varlen_attn needs a CUDA GPU and fp16/bf16 inputs")
+        from torch.nn.attention.varlen import varlen_attn
+
+        packed = _packed_or_whole(inp)
+        return _packed_timed(packed, lambda: varlen_attn(
+            packed["q"], packed["k"], packed["v"], packed["cu"], packed["cu_k"], packed["max_seqlen"],
+            packed["max_seqlen_k"]), inp["mode"])
+
+    def flex(inp):
+        if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+            raise harness.Unsupported("this torch has no FlexAttention")
+        if not on_gpu:
+            raise harness.Unsupported("FlexAttention has no backward on the CPU; it is timed on a GPU")
+        return _timed(inp, _flex_forward(inp), inp["mode"]) if inp["mask"] is None else \
+            _packed_timed(_packed(inp), _flex_forward_packed(_packed(inp)), inp["mode"])
+
     providers = {"sdpa-mask": sdpa_mask, "sdpa-nomask": sdpa_nomask, "sdpa-flash": sdpa_flash,
-                 "flash-attn": flash_attn}
+                 "flash-attn": flash_attn, "torch-varlen": torch_varlen, "flex": flex}
     providers.update(backend_providers("attention", semvlp_padded, _dispatch_inputs))
     packed = backend_providers("varlen_attention", semvlp_packed, packed_dispatch_inputs)
     providers.update({f"{name}-packed": p for name, p in packed.items()})
@@ -208,6 +232,58 @@ def _deterministic(provider):
                 torch.use_deterministic_algorithms(previous)
         return run
     return wrapped
+
+
+def _packed_or_whole(inp):
+    """The packed form of the batch: its real tokens when it has padding, else every sample whole."""
+    if inp["mask"] is not None:
+        packed = _packed(inp)
+        return {**packed, "cu_k": packed["cu"], "max_seqlen_k": packed["max_seqlen"]}
+    batch, seqlen_q, seqlen_k = inp["shape"]
+    device = inp["q"].device
+
+    def offsets(length):
+        return torch.arange(0, (batch + 1) * length, length, dtype=torch.int32, device=device)
+
+    flat = {name: inp[name].detach().flatten(0, 1).requires_grad_() for name in ("q", "k", "v")}
+    return {**flat, "cu": offsets(seqlen_q), "cu_k": offsets(seqlen_k), "max_seqlen": seqlen_q,
+            "max_seqlen_k": seqlen_k, "dout": inp["dout"].flatten(0, 1)}
+
+
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _flex_forward(inp):
+    """FlexAttention over the whole (unpadded) batch: no block mask."""
+    flex_attention = _compiled_flex()
+
+    def forward():
+        q, k, v = (t.transpose(1, 2) for t in (inp["q"], inp["k"], inp["v"]))
+        return flex_attention(q, k, v).transpose(1, 2)
+    return forward
+
+
+def _flex_forward_packed(packed):
+    """FlexAttention over the packed tokens as one sequence, a block mask keeping each sample to itself."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    flex_attention = _compiled_flex()
+    total = packed["q"].shape[0]
+    lengths = packed["cu"][1:] - packed["cu"][:-1]
+    sample = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths.long())
+
+    def same_sample(b, h, q_idx, kv_idx):
+        return sample[q_idx] == sample[kv_idx]
+
+    block_mask = create_block_mask(same_sample, None, None, total, total, device=packed["q"].device)
+
+    def forward():
+        q, k, v = (t.transpose(0, 1)[None] for t in (packed["q"], packed["k"], packed["v"]))
+        return flex_attention(q, k, v, block_mask=block_mask)[0].transpose(0, 1)
+    return forward
 
 
 def _packed_timed(packed, forward, mode):

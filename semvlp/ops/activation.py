@@ -22,10 +22,17 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", *,
     Returns:
         Like x.
     """
-    check_tensor("x", x, dtypes=FLOAT_DTYPES)
-    check_bias("bias", bias, x)
-    if approximate not in APPROXIMATIONS:
-        raise ValueError(f"approximate: expected one of {APPROXIMATIONS}, got {approximate!r}")
-    inputs = dict(x=x, bias=bias, approximate=approximate)
-    _, impl = dispatch.choose("bias_gelu", backend, inputs)
-    return impl(**inputs)
+    state = dispatch.settings()
+    try:
+        key = None if state is None else ("bias_gelu", backend, state, x.dtype, x.device, x.shape, x.requires_grad,
+                                          bias.dtype, bias.device, bias.shape, bias.requires_grad, approximate)
+    except AttributeError:  # an argument that is not a tensor: the checks say which
+        key = None
+    found = dispatch.lookup(key)
+    if found is None:
+        check_tensor("x", x, dtypes=FLOAT_DTYPES)
+        check_bias("bias", bias, x)
+        if approximate not in APPROXIMATIONS:
+            raise ValueError(f"approximate: expected one of {APPROXIMATIONS}, got {approximate!r}")
+        found = dispatch.resolve(key, "bias_gelu", backend, dict(x=x, bias=bias, approximate=approximate))
+    return found[1](x=x, bias=bias, approximate=approximate)

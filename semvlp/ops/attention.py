@@ -7,24 +7,25 @@ import math
 import torch
 
 from . import dispatch
-from .checks import check_cu_seqlens, check_probability, check_qkv, normalize_attention_mask
+from .checks import (check_cu_seqlens, check_probability, check_qkv, integer_mask_as_bool,
+                     normalize_attention_mask)
 from .rng import draw_seed_offset
 
 
 def _checked_scale(softmax_scale, causal, head_dim: int) -> float:
     """The softmax scale every backend receives: the given one, or 1/sqrt(head_dim)."""
-    if softmax_scale is not None and (not isinstance(softmax_scale, (int, float)) or softmax_scale <= 0):
-        raise ValueError(f"softmax_scale: expected None or a positive float, got {softmax_scale!r}")
+    if softmax_scale is not None and (isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float))
+                                      or not 0 < softmax_scale < math.inf):
+        raise ValueError(f"softmax_scale: expected None or a finite positive float, got {softmax_scale!r}")
     if not isinstance(causal, bool):
         raise ValueError(f"causal: expected a bool, got {causal!r}")
     return float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
 
 
-def _run(op: str, backend: str, inputs: dict) -> torch.Tensor:
-    name, impl = dispatch.choose(op, backend, inputs)
-    if inputs["dropout_p"] > 0.0 and dispatch.philox_dropout(name):
+def _run(found: tuple, inputs: dict) -> torch.Tensor:
+    if inputs["dropout_p"] > 0.0 and found[2]:
         inputs["dropout_seed"] = draw_seed_offset()
-    return impl(**inputs)
+    return found[1](**inputs)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
@@ -48,12 +49,29 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attention_ma
     Returns:
         (batch, seqlen_q, nheads, headdim), dtype of q.
     """
-    check_qkv(q, k, v, layout_ndim=4)
-    mask = normalize_attention_mask(attention_mask, q.shape[0], k.shape[1], q.device)
-    check_probability("dropout_p", dropout_p)
-    scale = _checked_scale(softmax_scale, causal, q.shape[-1])
-    inputs = dict(q=q, k=k, v=v, attention_mask=mask, dropout_p=float(dropout_p), softmax_scale=scale, causal=causal)
-    return _run("attention", backend, inputs)
+    state = dispatch.settings()
+    try:
+        key = None if state is None else (
+            "attention", backend, state, q.dtype, q.device, q.shape, q.requires_grad, k.dtype, k.device, k.shape,
+            k.requires_grad, v.dtype, v.device, v.shape, v.requires_grad, dispatch.optional_meta(attention_mask),
+            dropout_p, softmax_scale, causal)
+    except AttributeError:  # an argument that is not a tensor: the checks say which
+        key = None
+    found = dispatch.lookup(key)
+    if found is None:
+        check_qkv(q, k, v, layout_ndim=4)
+        mask = normalize_attention_mask(attention_mask, q.shape[0], k.shape[1], q.device)
+        check_probability("dropout_p", dropout_p)
+        scale = _checked_scale(softmax_scale, causal, q.shape[-1])
+        inputs = dict(q=q, k=k, v=v, attention_mask=mask, dropout_p=float(dropout_p), softmax_scale=scale,
+                      causal=causal)
+        return _run(dispatch.resolve(key, "attention", backend, inputs), inputs)
+    mask = attention_mask
+    if mask is not None and mask.dtype != torch.bool:
+        mask = integer_mask_as_bool(mask)
+    scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    return _run(found, dict(q=q, k=k, v=v, attention_mask=mask, dropout_p=float(dropout_p), softmax_scale=scale,
+                            causal=causal))
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
@@ -78,16 +96,29 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     Returns:
         (total_q, nheads, headdim), dtype of q.
     """
-    check_qkv(q, k, v, layout_ndim=3)
-    if check_offsets:
+    state = dispatch.settings()
+    try:
+        # The offsets' values are checked on every call (check_offsets) and the backends' rules read none of them.
+        key = None if state is None else (
+            "varlen_attention", backend, state, q.dtype, q.device, q.shape, q.requires_grad, k.dtype, k.device,
+            k.shape, k.requires_grad, v.dtype, v.device, v.shape, v.requires_grad, max_seqlen_q, max_seqlen_k,
+            dropout_p, softmax_scale, causal)
+    except AttributeError:  # an argument that is not a tensor: the checks say which
+        key = None
+    found = dispatch.lookup(key)
+    if found is None:
+        check_qkv(q, k, v, layout_ndim=3)
+    if check_offsets:  # reads the offsets' values, so on every call
         check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q, "max_seqlen_q", q.device)
         check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k, "max_seqlen_k", q.device)
         if cu_seqlens_q.numel() != cu_seqlens_k.numel():
             raise ValueError(
                 f"cu_seqlens_k: holds {cu_seqlens_k.numel() - 1} segments, expected {cu_seqlens_q.numel() - 1} "
                 "(those of cu_seqlens_q)")
-    check_probability("dropout_p", dropout_p)
-    scale = _checked_scale(softmax_scale, causal, q.shape[-1])
+    if found is None:
+        check_probability("dropout_p", dropout_p)
+        _checked_scale(softmax_scale, causal, q.shape[-1])
+    scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     inputs = dict(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
                   max_seqlen_k=max_seqlen_k, dropout_p=float(dropout_p), softmax_scale=scale, causal=causal)
-    return _run("varlen_attention", backend, inputs)
+    return _run(found or dispatch.resolve(key, "varlen_attention", backend, inputs), inputs)

@@ -75,6 +75,12 @@ def normalize_attention_mask(attention_mask, batch: int, seqlen_k: int, device) 
         return attention_mask
     if attention_mask.dtype.is_floating_point or attention_mask.dtype.is_complex:
         raise ValueError(f"attention_mask: expected bool or integer 0/1 values, got dtype {attention_mask.dtype}")
+    return integer_mask_as_bool(attention_mask)
+
+
+def integer_mask_as_bool(attention_mask: torch.Tensor) -> torch.Tensor:
+    """An integer key-padding mask as bool, once its values are 0/1 (reading them is a host sync on a GPU: pass
+    a bool mask to skip it)."""
     if ((attention_mask != 0) & (attention_mask != 1)).any():
         raise ValueError("attention_mask: expected only 0 (padding) and 1 (real token) values")
     return attention_mask.bool()

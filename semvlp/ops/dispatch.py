@@ -9,6 +9,14 @@ Auto order (priority): cuda > triton > sdpa > torch > reference. A backend's `au
 from inputs where another backend measured faster; the backend's module holds the measurements behind its
 rule. Backends whose kernels draw dropout from the counter-based Philox stream of `semvlp.ops.rng` say so
 (`philox_dropout`), and the public op then draws the call's (seed, offset) for them.
+
+The public ops resolve a call once per signature (`lookup`, `resolve`). A signature holds the op, the requested
+backend, `settings()` (grad mode and the environment variables that dispatch and the backends read:
+SEMVLP_BACKEND, `Backend.env_vars`), each tensor argument's dtype, device, shape and requires_grad and the other
+arguments' values: all that the argument checks and the backends' rules read. A call whose signature was
+resolved before skips both; checks of tensor values (integer masks, offsets) still run on every call.
+Registering a backend clears the cache; `clear_cache()` does so after a change dispatch cannot see (a backend's
+availability patched in a test).
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ class Backend:
     # (op, inputs) -> reasons that keep `auto` from choosing this backend for these inputs; a forced choice
     # ignores them (e.g. Triton's CPU interpreter runs only when asked for).
     auto_reasons: Callable[[str, dict], list[str]] | None = None
+    # Environment variables this backend's rules read (they become part of every resolved signature).
+    env_vars: tuple[str, ...] = ()
 
     def not_supported_reasons(self, op: str, inputs: dict) -> list[str]:
         reason = self.unavailable()
@@ -52,6 +62,7 @@ class Backend:
 
 _BACKENDS: dict[str, Backend] = {}
 _BY_PRIORITY: list[Backend] = []  # what `auto` tries, highest priority first
+ENV_VAR = "SEMVLP_BACKEND"
 
 
 def register_backend(backend: Backend) -> None:
@@ -60,6 +71,71 @@ def register_backend(backend: Backend) -> None:
             raise ValueError(f"backend {backend.name!r}: unknown op {op!r}, expected one of {OPS}")
     _BACKENDS[backend.name] = backend
     _BY_PRIORITY[:] = sorted(_BACKENDS.values(), key=lambda b: -b.priority)
+    names = dict.fromkeys([ENV_VAR, *(v for b in _BY_PRIORITY for v in b.env_vars)])
+    _ENV_KEYS[:] = [_encode_env_key(name) for name in names]
+    clear_cache()
+
+
+# ---- resolution cache ----------------------------------------------------------------------------------------
+
+# os.environ.get re-encodes the name on every call (about as long as a small PyTorch op takes); the mapping
+# behind os.environ, read with pre-encoded names, sees every change made through os.environ just the same.
+_ENVIRON = getattr(os.environ, "_data", None)
+_ENV_KEYS: list = []
+RESOLVED: dict[tuple, tuple[str, Callable, bool]] = {}
+MAX_RESOLVED = 4096  # signatures kept; the cache starts over when full (shapes of packed batches vary)
+
+
+def _encode_env_key(name: str):
+    return os.environ.encodekey(name) if _ENVIRON is not None else name
+
+
+def environment() -> tuple:
+    """The values of the environment variables that dispatch and the backends read; part of every signature."""
+    if _ENVIRON is None:
+        return tuple(os.environ.get(k) for k in _ENV_KEYS)
+    return tuple(map(_ENVIRON.get, _ENV_KEYS))
+
+
+def settings() -> tuple | None:
+    """The state besides the arguments that a signature holds (grad mode, `environment()`); None under
+    torch.compile, where nothing is cached or skipped (the tracer sees the checks and the choice as in eager)."""
+    if torch.compiler.is_compiling():
+        return None
+    return torch.is_grad_enabled(), environment()
+
+
+def optional_meta(t: torch.Tensor | None) -> tuple | None:
+    """An optional tensor argument's part of a signature (AttributeError when it is not a tensor)."""
+    return None if t is None else (t.dtype, t.device, t.shape, t.requires_grad)
+
+
+def clear_cache() -> None:
+    """Forget every resolved signature (after a change of backend availability dispatch cannot see)."""
+    RESOLVED.clear()
+
+
+def lookup(key: tuple | None) -> tuple[str, Callable, bool] | None:
+    """What `resolve` remembered for this signature, or None (never resolved, or an argument is unhashable)."""
+    try:
+        return RESOLVED.get(key)
+    except TypeError:
+        return None
+
+
+def resolve(key: tuple | None, op: str, backend: str, inputs: dict) -> tuple[str, Callable, bool]:
+    """(backend name, implementation, philox_dropout) for a call whose arguments passed their checks; remembered
+    under `key` for `lookup` (None: not remembered)."""
+    name, impl = choose(op, backend, inputs)
+    found = (name, impl, _BACKENDS[name].philox_dropout)
+    if key is not None:
+        if len(RESOLVED) >= MAX_RESOLVED:
+            RESOLVED.clear()
+        try:
+            RESOLVED[key] = found
+        except TypeError:  # an unhashable argument: this call is resolved every time
+            pass
+    return found
 
 
 def records_grad(*tensors) -> bool:
@@ -77,7 +153,7 @@ def _requested(backend: str) -> str:
     if not isinstance(backend, str):
         raise ValueError(f"backend: expected a string, got {type(backend).__name__}")
     if backend == "auto":
-        backend = os.environ.get("SEMVLP_BACKEND", "auto")
+        backend = os.environ.get(ENV_VAR, "auto")
     if backend != "auto" and backend not in _BACKENDS:
         raise ValueError(f"backend: got {backend!r}, expected 'auto' or one of {sorted(_BACKENDS)}")
     return backend

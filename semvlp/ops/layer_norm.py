@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import dispatch
@@ -10,8 +12,8 @@ from .rng import draw_seed_offset
 
 
 def _check_eps(eps) -> None:
-    if not isinstance(eps, (int, float)) or eps <= 0:
-        raise ValueError(f"eps: expected a positive float, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+        raise ValueError(f"eps: expected a finite positive float, got {eps!r}")
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-12, *,
@@ -27,11 +29,18 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     Returns:
         Like x.
     """
-    check_normalized_shape(x, weight, bias)
-    _check_eps(eps)
-    inputs = dict(x=x, weight=weight, bias=bias, eps=float(eps))
-    _, impl = dispatch.choose("layer_norm", backend, inputs)
-    return impl(**inputs)
+    state = dispatch.settings()
+    try:
+        key = None if state is None else ("layer_norm", backend, state, x.dtype, x.device, x.shape, x.requires_grad,
+                                          dispatch.optional_meta(weight), dispatch.optional_meta(bias), eps)
+    except AttributeError:  # an argument that is not a tensor: the checks say which
+        key = None
+    found = dispatch.lookup(key)
+    if found is None:
+        check_normalized_shape(x, weight, bias)
+        _check_eps(eps)
+        found = dispatch.resolve(key, "layer_norm", backend, dict(x=x, weight=weight, bias=bias, eps=float(eps)))
+    return found[1](x=x, weight=weight, bias=bias, eps=float(eps))
 
 
 def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -54,17 +63,29 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
     Returns:
         out, or (out, prenorm_sum) when prenorm=True, shaped like x in the promoted dtype of x and residual.
     """
-    check_normalized_shape(x, weight, bias)
-    check_like("residual", residual, x, "x", same_dtype=False)
-    if x_bias is not None:
-        check_bias("x_bias", x_bias, x)
-    check_probability("dropout_p", dropout_p)
-    _check_eps(eps)
-    if not isinstance(prenorm, bool):
-        raise ValueError(f"prenorm: expected a bool, got {prenorm!r}")
-    inputs = dict(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias, dropout_p=float(dropout_p),
-                  eps=float(eps), prenorm=prenorm)
-    name, impl = dispatch.choose("add_layer_norm", backend, inputs)
-    if inputs["dropout_p"] > 0.0 and dispatch.philox_dropout(name):
-        inputs["dropout_seed"] = draw_seed_offset()
-    return impl(**inputs)
+    state = dispatch.settings()
+    try:
+        key = None if state is None else (
+            "add_layer_norm", backend, state, x.dtype, x.device, x.shape, x.requires_grad, residual.dtype,
+            residual.device, residual.shape, residual.requires_grad, dispatch.optional_meta(weight),
+            dispatch.optional_meta(bias), dispatch.optional_meta(x_bias), dropout_p, eps, prenorm)
+    except AttributeError:  # an argument that is not a tensor: the checks say which
+        key = None
+    found = dispatch.lookup(key)
+    if found is None:
+        check_normalized_shape(x, weight, bias)
+        check_like("residual", residual, x, "x", same_dtype=False)
+        if x_bias is not None:
+            check_bias("x_bias", x_bias, x)
+        check_probability("dropout_p", dropout_p)
+        _check_eps(eps)
+        if not isinstance(prenorm, bool):
+            raise ValueError(f"prenorm: expected a bool, got {prenorm!r}")
+        found = dispatch.resolve(key, "add_layer_norm", backend,
+                                 dict(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias,
+                                      dropout_p=float(dropout_p), eps=float(eps), prenorm=prenorm))
+    if dropout_p > 0.0 and found[2]:
+        return found[1](x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias, dropout_p=float(dropout_p),
+                        eps=float(eps), prenorm=prenorm, dropout_seed=draw_seed_offset())
+    return found[1](x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias, dropout_p=float(dropout_p),
+                    eps=float(eps), prenorm=prenorm)

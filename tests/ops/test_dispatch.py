@@ -124,3 +124,83 @@ def test_sdpa_varlen_matches_reference_with_empty_segments():
         results.append([out] + list(torch.autograd.grad(out.sum(), (q, k, v))))
     for name, a, b in zip(("out", "dq", "dk", "dv"), *results):
         torch.testing.assert_close(a, b, atol=BACKEND_FP32_ATOL, rtol=0, msg=name)
+
+
+# ---- resolution cache: a signature resolved once is not checked or chosen again ----------------------------------
+
+def _norm_args(hidden=8, dtype=torch.float32):
+    return torch.randn(3, hidden, dtype=dtype), torch.randn(hidden), torch.randn(hidden)
+
+
+def test_a_resolved_signature_skips_the_choice_and_a_new_one_does_not(monkeypatch):
+    dispatch.clear_cache()
+    x, w, b = _norm_args()
+    expected = ops.layer_norm(x, w, b)
+    chosen = []
+    monkeypatch.setattr(dispatch, "choose", lambda op, backend, inputs: chosen.append(op) or ("reference",
+                        reference.layer_norm))
+    torch.testing.assert_close(ops.layer_norm(x, w, b), expected)
+    assert chosen == []
+    ops.layer_norm(*_norm_args(hidden=16))
+    ops.layer_norm(*_norm_args(dtype=torch.float64))
+    with torch.no_grad():
+        ops.layer_norm(x, w, b)
+    assert chosen == ["layer_norm"] * 3
+
+
+def test_environment_changes_reach_a_resolved_signature(monkeypatch):
+    x, w, b = _norm_args()
+    ops.layer_norm(x, w, b)
+    monkeypatch.setenv("SEMVLP_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="backend: got 'fastest'"):
+        ops.layer_norm(x, w, b)
+    monkeypatch.setenv("SEMVLP_BACKEND", "sdpa")
+    with pytest.raises(ops.BackendNotSupportedError, match="sdpa does not implement layer_norm"):
+        ops.layer_norm(x, w, b)
+
+
+def test_bad_arguments_fail_after_good_ones_were_resolved():
+    x, w, b = _norm_args()
+    ops.layer_norm(x, w, b)
+    with pytest.raises(ValueError, match="weight: length"):
+        ops.layer_norm(x, torch.randn(9), b)
+    with pytest.raises(ValueError, match="x: expected a torch.Tensor, got list"):
+        ops.layer_norm(x.tolist(), w, b)
+    with pytest.raises(ValueError, match="eps: expected a positive float"):
+        ops.layer_norm(x, w, b, eps=[1e-5])  # unhashable: never cached, always checked
+    with pytest.raises(ValueError, match="dropout_p: expected a float in"):
+        ops.add_layer_norm(x, x, w, b, dropout_p=1.0)
+
+
+def test_integer_mask_values_are_checked_on_every_call():
+    inputs = _attention_inputs()
+    mask = torch.ones(2, 7, dtype=torch.int64)
+    ops.attention(inputs["q"], inputs["k"], inputs["v"], attention_mask=mask)
+    mask[1, 3] = 2
+    with pytest.raises(ValueError, match="attention_mask: expected only 0"):
+        ops.attention(inputs["q"], inputs["k"], inputs["v"], attention_mask=mask)
+
+
+def test_offsets_are_checked_on_every_call_unless_told_otherwise():
+    q = torch.randn(6, 2, 16)
+    good, bad = torch.tensor([0, 2, 6], dtype=torch.int32), torch.tensor([0, 5, 6], dtype=torch.int32)
+    ops.varlen_attention(q, q, q, good, good, 4, 4)
+    with pytest.raises(ValueError, match="max_seqlen_q: is 4, but cu_seqlens_q holds a segment of length 5"):
+        ops.varlen_attention(q, q, q, bad, good, 4, 4)
+    ops.varlen_attention(q, q, q, good, good, 4, 4, check_offsets=False)
+
+
+def test_registering_a_backend_clears_the_cache():
+    ops.layer_norm(*_norm_args())
+    assert dispatch.RESOLVED
+    dispatch.register_backend(dispatch._BACKENDS["reference"])
+    assert not dispatch.RESOLVED
+
+
+def test_the_cpu_kernels_of_this_torch_zero_rows_without_keys():
+    # What lets the sdpa backend skip its fix-up on the CPU; the comparisons with the reference above cover the
+    # values (a batch row whose keys are all padding).
+    assert dispatch.backends()["sdpa"] is None
+    from semvlp.ops.backends import sdpa
+    assert sdpa.CPU_ZEROES_ROWS_WITHOUT_KEYS[(torch.float32, False)]
+    assert sdpa._probe_zeroes_rows_without_keys(torch.float32, 0.0)

@@ -18,13 +18,28 @@ def causal_allowed(seqlen_q: int, seqlen_k: int, device, offset: torch.Tensor | 
     return j <= i + offset
 
 
-def pad_segments(x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int):
-    """Packed (total, ...) -> padded (n_segments, max_seqlen, ...) and the bool (n_segments, max_seqlen) validity."""
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    valid = torch.arange(max_seqlen, device=x.device)[None, :] < lengths[:, None]
-    padded = x.new_zeros((lengths.numel(), max_seqlen) + tuple(x.shape[1:]))
-    padded[valid] = x
-    return padded, valid
+def segment_validity(cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+    """Bool (n_segments, max_seqlen): position j of segment i holds a token."""
+    return torch.arange(max_seqlen, device=cu_seqlens.device)[None, :] < cu_seqlens.diff()[:, None]
+
+
+def segment_coordinates(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(segment, position within it) of each of the `total` packed tokens, int64 (total,) each.
+
+    Static shapes only (no `nonzero`), so a compiled graph neither breaks nor depends on the batch's lengths."""
+    token = torch.arange(total, device=cu_seqlens.device)
+    segment = torch.searchsorted(cu_seqlens[1:].long(), token, right=True)
+    return segment, token - cu_seqlens.long().index_select(0, segment)
+
+
+def pad_segments(x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                 index: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """Packed (total, ...) -> padded (n_segments, max_seqlen, ...) and the `segment_coordinates` of its tokens
+    (`index`, when given, is those coordinates computed already); `padded[index]` packs it back."""
+    if index is None:
+        index = segment_coordinates(cu_seqlens, x.shape[0])
+    padded = x.new_zeros((cu_seqlens.numel() - 1, max_seqlen) + x.shape[1:])
+    return padded.index_put(index, x), index
 
 
 def padded_allowed(attention_mask, batch: int, seqlen_q: int, seqlen_k: int, causal: bool, device) -> torch.Tensor:
@@ -39,13 +54,15 @@ def padded_allowed(attention_mask, batch: int, seqlen_q: int, seqlen_k: int, cau
 
 def pad_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, causal: bool):
     """Packed q/k/v -> padded per segment, with the (n_segments, 1, max_q, max_k) `allowed` mask and the
-    (n_segments, max_q) validity of the padded queries (to pack the output back with `out[q_valid]`)."""
-    q_pad, q_valid = pad_segments(q, cu_seqlens_q, max_seqlen_q)
-    k_pad, k_valid = pad_segments(k, cu_seqlens_k, max_seqlen_k)
-    v_pad, _ = pad_segments(v, cu_seqlens_k, max_seqlen_k)
-    allowed = k_valid[:, None, None, :]
+    (segment, position) coordinates of the packed queries (to pack the output back with `out[q_index]`)."""
+    q_pad, q_index = pad_segments(q, cu_seqlens_q, max_seqlen_q)
+    # Self-attention passes one offsets tensor for both sides: its coordinates are computed once.
+    same = cu_seqlens_k is cu_seqlens_q and k.shape[0] == q.shape[0]
+    k_pad, k_index = pad_segments(k, cu_seqlens_k, max_seqlen_k, q_index if same else None)
+    v_pad, _ = pad_segments(v, cu_seqlens_k, max_seqlen_k, k_index)
+    allowed = segment_validity(cu_seqlens_k, max_seqlen_k)[:, None, None, :]
     if causal:
         len_q = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()
         len_k = (cu_seqlens_k[1:] - cu_seqlens_k[:-1]).long()
         allowed = allowed & causal_allowed(max_seqlen_q, max_seqlen_k, q.device, len_k - len_q)
-    return q_pad, k_pad, v_pad, allowed, q_valid
+    return q_pad, k_pad, v_pad, allowed, q_index

@@ -1,7 +1,8 @@
 """The `reference` backend: pure-PyTorch reference of every op, the oracle the kernels are tested against and
 the path that runs everything, everywhere (priority 0).
 
-Each function computes in float32 when `upcast=True` (the default) and returns the input dtype. Dropout
+Each function computes in float32 or wider when `upcast=True` (the default: 16-bit inputs in float32, float64
+inputs in float64) and returns the input dtype. Dropout
 can be given as an explicit keep-mask (`dropout_mask`, True = kept) so a kernel's own mask can be
 replayed here; otherwise it is drawn from torch's default generator.
 Inputs are assumed valid: the public ops in `semvlp.ops` check them first.
@@ -15,6 +16,11 @@ import torch
 
 from ..dispatch import Backend, register_backend
 from .padding import pad_varlen, padded_allowed
+
+
+def _wide(t: torch.Tensor | None) -> torch.Tensor | None:
+    """t in float32, or float64 when it is float64 (the oracle never computes below its inputs' precision)."""
+    return t if t is None or t.dtype == torch.float64 else t.float()
 
 
 def _keep_mask(shape, dropout_p: float, device) -> torch.Tensor:
@@ -37,7 +43,7 @@ def masked_attention(q, k, v, allowed, *, dropout_p=0.0, softmax_scale=None, dro
     """
     dtype = q.dtype
     if upcast:
-        q, k, v = q.float(), k.float(), v.float()
+        q, k, v = _wide(q), _wide(k), _wide(v)
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
     # A finite fill keeps fully masked rows NaN-free in both passes; their probabilities are zeroed below.
@@ -81,8 +87,7 @@ def add_layer_norm(x, residual, weight, bias, *, x_bias=None, dropout_p=0.0, eps
     """
     dtype = torch.promote_types(x.dtype, residual.dtype)
     if upcast:
-        x, residual = x.float(), residual.float()
-        x_bias = None if x_bias is None else x_bias.float()
+        x, residual, x_bias = _wide(x), _wide(residual), _wide(x_bias)
     h = x if x_bias is None else x + x_bias
     total = residual + _apply_dropout(h, dropout_p, dropout_mask)
     out = layer_norm(total, weight, bias, eps=eps, upcast=upcast).to(dtype)
@@ -93,9 +98,7 @@ def layer_norm(x, weight, bias, *, eps=1e-12, upcast=True):
     """LayerNorm over the last dim with optional affine weight/bias."""
     dtype = x.dtype
     if upcast:
-        x = x.float()
-        weight = None if weight is None else weight.float()
-        bias = None if bias is None else bias.float()
+        x, weight, bias = _wide(x), _wide(weight), _wide(bias)
     mean = x.mean(dim=-1, keepdim=True)
     centered = x - mean
     var = (centered * centered).mean(dim=-1, keepdim=True)
@@ -111,7 +114,7 @@ def bias_gelu(x, bias, *, approximate="none", upcast=True):
     """gelu(x + bias) in the erf ("none") or tanh form."""
     dtype = x.dtype
     if upcast:
-        x, bias = x.float(), bias.float()
+        x, bias = _wide(x), _wide(bias)
     h = x + bias
     if approximate == "tanh":
         inner = math.sqrt(2.0 / math.pi) * (h + 0.044715 * h * h * h)

@@ -119,6 +119,26 @@ def test_padded_attention_without_mask_matches_reference(causal):
     assert_within_rule("out", out, ref, base)
 
 
+def test_non_default_softmax_scale_reaches_the_kernels():
+    """0.4 against the default 1/sqrt(64) = 0.125, through the public op, outputs and gradients."""
+    q = torch.randn(3, 20, 2, 64, device=DEVICE, dtype=torch.float16)
+    k, v = torch.randn(2, 3, 36, 2, 64, device=DEVICE, dtype=torch.float16).unbind(0)
+    mask = torch.ones(3, 36, dtype=torch.bool, device=DEVICE)
+    mask[1, 30:] = False
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    ref_leaves = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    base_leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = ops.attention(*leaves, attention_mask=mask, softmax_scale=0.4, backend="cuda")
+    ref = reference.attention(*ref_leaves, attention_mask=mask, softmax_scale=0.4)
+    base = reference.attention(*base_leaves, attention_mask=mask, softmax_scale=0.4, upcast=False)
+    assert_within_rule("out", out, ref, base)
+    dout = torch.randn_like(q)
+    for t, g in ((out, dout), (ref, dout.float()), (base, dout)):
+        t.backward(g)
+    for name, ours, r, b in zip(("dq", "dk", "dv"), leaves, ref_leaves, base_leaves):
+        assert_within_rule(name, ours.grad, r.grad, b.grad, factor=GRAD_FACTOR)
+
+
 def test_strided_and_misaligned_inputs():
     """q/k/v as views of a fused projection, and a view whose rows start off a 16-byte boundary."""
     lens = [50, 19]

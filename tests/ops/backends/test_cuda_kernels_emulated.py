@@ -61,7 +61,8 @@ def _case_id(case) -> str:
     return f"q{lens_q}-k{lens_k}-h{nheads}-d{head_dim}-{str(dtype)[6:]}-{'causal' if causal else 'full'}-p{p}"
 
 
-def _check_attention(lens_q, lens_k, nheads, head_dim, dtype, causal, dropout_p, *, fused_qkv=False):
+def _check_attention(lens_q, lens_k, nheads, head_dim, dtype, causal, dropout_p, *, fused_qkv=False,
+                     softmax_scale=None):
     gen = torch.Generator().manual_seed(sum(lens_q) * 1000 + head_dim)
     total_q, total_k = sum(lens_q), sum(lens_k)
     if fused_qkv:  # strided views of one (total, 3, nheads, head_dim) projection
@@ -71,7 +72,7 @@ def _check_attention(lens_q, lens_k, nheads, head_dim, dtype, causal, dropout_p,
         k, v = torch.randn(2, total_k, nheads, head_dim, generator=gen).to(dtype).unbind(0)
     cu_q, cu_k = _cu(lens_q), _cu(lens_k)
     max_q, max_k = max(lens_q), max(lens_k)
-    scale = 1.0 / math.sqrt(head_dim)
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
     out, lse, mask = emulated.attention_fwd(q, k, v, cu_q, cu_k, max_q, max_k, softmax_scale=scale, causal=causal,
                                             dropout_p=dropout_p, seed=SEED, offset=OFFSET)
     keep = None
@@ -84,7 +85,7 @@ def _check_attention(lens_q, lens_k, nheads, head_dim, dtype, causal, dropout_p,
     qf, kf, vf = _leaves(q, k, v, dtype=torch.float32)
     ql, kl, vl = _leaves(q, k, v)
     args = (cu_q, cu_k, max_q, max_k)
-    options = dict(causal=causal, dropout_p=dropout_p, dropout_mask=keep)
+    options = dict(causal=causal, dropout_p=dropout_p, dropout_mask=keep, softmax_scale=scale)
     ref = reference.varlen_attention(qf, kf, vf, *args, **options)
     base = reference.varlen_attention(ql, kl, vl, *args, **options, upcast=False)
     assert_within_rule("out", out, ref, base)
@@ -105,6 +106,12 @@ def test_attention_matches_reference(case):
 
 def test_attention_on_strided_fused_qkv():
     _check_attention([50, 19], [50, 19], 2, 64, torch.float16, False, 0.1, fused_qkv=True)
+
+
+@pytest.mark.parametrize("causal,dropout_p", [(False, 0.0), (True, 0.1)])
+def test_attention_honours_a_non_default_softmax_scale(causal, dropout_p):
+    # 0.4 against the default 1/sqrt(64) = 0.125: a kernel that ignores the scale misses by far more than the rule.
+    _check_attention([33, 70], [40, 70], 2, 64, torch.float16, causal, dropout_p, softmax_scale=0.4)
 
 
 def test_rows_without_keys_give_zero_output_and_gradients():
@@ -134,16 +141,26 @@ LAYER_NORM_CASES = [
 @pytest.mark.parametrize("rows,hidden,dtype,with_residual,affine,with_x_bias,dropout_p,prenorm", LAYER_NORM_CASES)
 def test_add_layer_norm_matches_reference(rows, hidden, dtype, with_residual, affine, with_x_bias, dropout_p,
                                           prenorm):
+    _check_layer_norm(rows, hidden, dtype, with_residual, affine, with_x_bias, dropout_p, prenorm)
+
+
+@pytest.mark.parametrize("dtype,with_residual", [(torch.float32, True), (torch.bfloat16, False)])
+def test_layer_norm_honours_a_non_default_eps(dtype, with_residual):
+    # Rows of variance about 1e-4 with eps=1e-3: a kernel that drops the eps misses by far more than the rule.
+    _check_layer_norm(6, 96, dtype, with_residual, True, with_residual, 0.0, with_residual, eps=1e-3, scale=0.01)
+
+
+def _check_layer_norm(rows, hidden, dtype, with_residual, affine, with_x_bias, dropout_p, prenorm, *, eps=1e-5,
+                      scale=1.0):
     gen = torch.Generator().manual_seed(rows * hidden)
 
-    def randn(*shape, dt=dtype):
-        return torch.randn(*shape, generator=gen).to(dt)
+    def randn(*shape, dt=dtype, factor=1.0):
+        return (torch.randn(*shape, generator=gen) * factor).to(dt)
 
-    x = randn(rows, hidden)
-    residual = randn(rows, hidden) if with_residual else None
+    x = randn(rows, hidden, factor=scale)
+    residual = randn(rows, hidden, factor=scale) if with_residual else None
     weight, bias = (1 + randn(hidden, dt=torch.float32), randn(hidden, dt=torch.float32)) if affine else (None, None)
-    x_bias = randn(hidden) if with_x_bias else None
-    eps = 1e-5
+    x_bias = randn(hidden, factor=scale) if with_x_bias else None
     out, prenorm_sum, rstd, mask = emulated.layer_norm_fwd(x, residual, weight, bias, x_bias, eps=eps,
                                                                  dropout_p=dropout_p, seed=SEED, offset=OFFSET)
     if dropout_p > 0:

@@ -173,3 +173,10 @@ def test_varlen_equals_padded_attention_with_key_padding(backend):
     cu = torch.tensor([0, 9, 13, 14], dtype=torch.int32)
     packed = ops.varlen_attention(q[mask], k[mask], v[mask], cu, cu, 9, 9, backend=backend)
     torch.testing.assert_close(packed, padded[mask], atol=FP32_ATOL, rtol=0)
+
+
+def test_float64_is_computed_in_float64_by_default():
+    """The oracle's default upcast never takes float64 down to float32."""
+    q, k, v = _qkv(2, 9, 11, 3, 16, dtype=torch.float64)
+    expected = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+    assert (reference.attention(q, k, v) - expected).abs().max() <= 1e-12

@@ -102,3 +102,15 @@ def test_the_model_trains_under_cpu_autocast():
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_float64_inputs_are_computed_in_float64_by_default():
+    """The oracle's default upcast never takes float64 down to float32 (3e-7 off float64 math if it did)."""
+    g = torch.Generator().manual_seed(0)
+    x, residual = (torch.randn(6, 33, generator=g, dtype=torch.float64) for _ in range(2))
+    weight, bias = torch.randn(33, generator=g, dtype=torch.float64), torch.randn(33, generator=g, dtype=torch.float64)
+    expected = F.layer_norm(x + residual, (33,), weight, bias, eps=1e-12)
+    assert (reference.add_layer_norm(x, residual, weight, bias) - expected).abs().max() <= 1e-12
+    plain = F.layer_norm(x, (33,), weight, bias, eps=1e-12)
+    assert (reference.layer_norm(x, weight, bias) - plain).abs().max() <= 1e-12
+    assert (reference.bias_gelu(x, bias) - F.gelu(x + bias)).abs().max() <= 1e-12

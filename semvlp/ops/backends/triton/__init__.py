@@ -14,6 +14,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 
 import torch
 
@@ -112,7 +113,9 @@ def _auto_reasons(op: str, inputs: dict) -> list[str]:
 def _lazy(module: str, function: str):
     """A function that imports semvlp.ops.backends.triton.<module> (and so triton) on its first call."""
     def call(**inputs):
-        return getattr(importlib.import_module(f"{__name__}.{module}"), function)(**inputs)
+        # sys.modules first: torch.compile cannot trace import_module, but traces a call of a loaded module.
+        name = f"{__name__}.{module}"
+        return getattr(sys.modules.get(name) or importlib.import_module(name), function)(**inputs)
 
     call.__name__ = f"triton_{function}"
     return call
@@ -124,6 +127,7 @@ register_backend(Backend(
     unavailable=_unavailable,
     auto_reasons=_auto_reasons,
     philox_dropout=True,
+    env_vars=("TRITON_INTERPRET",),
     ops={
         "attention": (_attention_reasons, _lazy("attention", "attention")),
         "varlen_attention": (_attention_reasons, _lazy("attention", "varlen_attention")),

@@ -71,6 +71,8 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
                 causal, dropout_p, seed, offset):
+        if cu_seqlens_k is None:  # self-attention: see varlen_attention
+            cu_seqlens_k = cu_seqlens_q
         out, lse = torch.ops.semvlp.triton_attention_fwd(q, k, v, key_mask, cu_seqlens_q, cu_seqlens_k,
                                                          max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                                                          dropout_p, seed, offset)
@@ -99,6 +101,10 @@ def attention(q, k, v, *, softmax_scale, attention_mask=None, dropout_p=0.0, cau
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, softmax_scale,
                      dropout_p=0.0, causal=False, dropout_seed=(0, 0)):
     """`semvlp.ops.varlen_attention` on the Triton kernels (inputs checked and resolved as in `attention`)."""
+    # One offsets tensor for both sides goes in once: torch.compile cannot trace an autograd.Function given the
+    # same tensor twice.
+    if cu_seqlens_k is cu_seqlens_q:
+        cu_seqlens_k = None
     return TritonAttention.apply(q, k, v, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
                                  causal, dropout_p, *dropout_seed)
 
