@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..model.inputs import PackedLayout, PretrainingBatch
+from ..model.inputs import PackedLayout, PretrainingBatch, TokenBudget, pad_batch
 from .boxes import box_features
 from .dataset import Sample
 
@@ -19,10 +19,14 @@ class Collator:
     (features zeroed). Words of mismatched pairs are masked too, so [MASK] says nothing about the ITM label,
     but only matched pairs and questions contribute MLM targets. A sample's `masking` says which of these
     apply (see Sample); "random_and_grounded" also replaces all its grounded words (colour and relation words)
-    by [MASK]."""
+    by [MASK].
+
+    `budget`: every batch is padded to the budget's fixed shapes (`semvlp.model.inputs.pad_batch`); the samples
+    given must fit in it (the token-budget sampler forms such micro-batches)."""
 
     def __init__(self, mask_id: int, first_word_id: int, vocab_size: int, box_dim: int,
-                 word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE):
+                 word_mask_rate: float = WORD_MASK_RATE, region_mask_rate: float = REGION_MASK_RATE,
+                 budget: TokenBudget | None = None):
         if not first_word_id < vocab_size:
             raise ValueError(f"first_word_id: expected below vocab_size {vocab_size}, got {first_word_id}")
         for name, rate in (("word_mask_rate", word_mask_rate), ("region_mask_rate", region_mask_rate)):
@@ -31,6 +35,7 @@ class Collator:
         self.mask_id, self.first_word_id, self.vocab_size = mask_id, first_word_id, vocab_size
         self.box_dim = box_dim
         self.word_mask_rate, self.region_mask_rate = word_mask_rate, region_mask_rate
+        self.budget = budget
 
     def _mask_words(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(input ids, masked positions with targets, their targets)."""
@@ -87,7 +92,7 @@ class Collator:
             region_offset += len(features)
         layout = PackedLayout.from_lengths([len(w) for w in ids], [len(f) for f in feats])
         feature_dim = feats[0].shape[1]
-        return PretrainingBatch(
+        batch = PretrainingBatch(
             input_ids=torch.from_numpy(np.concatenate(ids)),
             region_features=torch.from_numpy(np.concatenate(feats)),
             region_boxes=box_features(torch.from_numpy(np.concatenate(boxes)), self.box_dim),
@@ -104,3 +109,4 @@ class Collator:
             grounding_samples=torch.from_numpy(np.concatenate(ground_samples)).long(),
             grounding_targets=torch.from_numpy(np.concatenate(ground_tgt)).long(),
         )
+        return batch if self.budget is None else pad_batch(batch, self.budget)

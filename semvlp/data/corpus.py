@@ -2,7 +2,8 @@
 
 `load_corpus` reads one from a data folder in the real formats:
 
-    DIR/features.tsv | features.h5 | features_npz/    region features of every split's images
+    DIR/features*.tsv | features*.h5 | features_npz/  region features of every split's images (several files
+                                                      of a format are one store; ids: formats/image_ids.py)
     DIR/captions_<split>.json                         COCO captions
     DIR/vqa_questions_<split>.json                    VQA questions (with the next file)
     DIR/vqa_annotations_<split>.json                  VQA annotations
@@ -38,6 +39,9 @@ class MemoryFeatures:
     def __contains__(self, image_id: str) -> bool:
         return image_id in self._records
 
+    def num_regions(self, image_id: str) -> int:
+        return len(self._records[image_id].features)
+
     def __getitem__(self, image_id: str) -> ImageRecord:
         return self._records[image_id]
 
@@ -47,6 +51,7 @@ class Corpus:
     features: object                                     # FeatureStore or MemoryFeatures
     texts: list[TextRecord]
     twins: dict[str, str] = field(default_factory=dict)  # image id -> id of its binding twin
+    cache_dir: Path | None = None                        # where token ids are cached (token_cache.py); None: not
 
     def __post_init__(self):
         if not self.texts:
@@ -68,23 +73,40 @@ def feature_statistics(features, image_ids, max_images: int = 2000) -> tuple[np.
     return every.mean(axis=0).astype(np.float32), every.std(axis=0).astype(np.float32)
 
 
+def split_files(folder, split: str) -> list[Path]:
+    """The text files of `split` present in a data folder (captions, VQA questions, VQA annotations)."""
+    names = (f"captions_{split}.json", f"vqa_questions_{split}.json", f"vqa_annotations_{split}.json")
+    return [Path(folder) / name for name in names if (Path(folder) / name).exists()]
+
+
 def load_corpus(folder, split: str, features=None, fmt: str | None = None, bad: BadRecords | None = None,
-                feature_dim: int | None = None) -> Corpus:
-    """The `split` of a data folder; pass `features` to share one opened store between splits."""
+                feature_dim: int | None = None, num_region_labels: int | None = None,
+                feature_files=None) -> Corpus:
+    """The `split` of a data folder; pass `features` to share one opened store between splits (`feature_dim` and
+    `num_region_labels`, the model config's, check the records of a store opened here; `feature_files`, paths or
+    glob patterns inside the folder, names its feature files instead of the default ones). Every record is checked
+    here, so a bad one is an error (or, with `bad.skip`, a counted skip) before any sample is drawn; a split left
+    without any caption or question is a ValueError naming its files."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"folder: expected a data folder, {folder} is not one")
     bad = bad or BadRecords()
-    features = features if features is not None else open_features(folder, fmt, bad, feature_dim)
+    if features is None:
+        features = open_features(folder, fmt, bad, feature_dim, num_region_labels, files=feature_files)
     captions = folder / f"captions_{split}.json"
     questions, answers = folder / f"vqa_questions_{split}.json", folder / f"vqa_annotations_{split}.json"
-    if not (captions.exists() or questions.exists() or answers.exists()):
+    present = split_files(folder, split)
+    if not present:
         raise ValueError(f"folder: expected {captions.name} or {questions.name} with {answers.name} in {folder} "
                          f"for the {split!r} split")
     texts, twins = read_coco_captions(captions, features, bad) if captions.exists() else ([], {})
     if questions.exists() or answers.exists():
         texts += read_vqa(questions, answers, features, bad)
-    return Corpus(features, texts, twins)
+    if not texts:
+        skipped = bad.skipped(*present)
+        raise ValueError(f"{', '.join(map(str, present))}: no usable caption or question in the {split!r} split"
+                         + (f" (all {skipped} records were skipped as bad)" if skipped else ""))
+    return Corpus(features, texts, twins, cache_dir=folder)
 
 
 def load_pairs(folder, split: str, features, bad: BadRecords | None = None) -> list[PairRecord]:

@@ -19,6 +19,7 @@ from .corpus import Corpus
 from .records import TextRecord
 from .synthetic.language import holds
 from .synthetic.scenes import COLOURS, SHAPES
+from .token_cache import encode_cached
 from .tokenizer import WordPieceTokenizer
 
 NEGATIVE_RATE = 0.5       # share of captions paired with a text that does not match their image
@@ -83,6 +84,19 @@ def _phrase_tokens(offsets: list[tuple[int, int]], phrases) -> tuple[np.ndarray,
     return (np.array([i for i, _ in pairs], dtype=np.int64), np.array([r for _, r in pairs], dtype=np.int64))
 
 
+def _check_images(features, texts: list[TextRecord]) -> None:
+    """Every text's image has features, and every phrase names one of its regions: checked before any sample is
+    drawn (the readers check files already; this covers corpora built in memory)."""
+    for index, text in enumerate(texts):
+        if text.image_id not in features:
+            raise ValueError(f"corpus: text {index} ({text.kind} {text.text!r}) is about image {text.image_id!r}, "
+                             "which has no region features")
+        highest = max((r for *_, r in text.phrases), default=-1)
+        if highest >= features.num_regions(text.image_id):
+            raise ValueError(f"corpus: text {index}: caption {text.text!r} names region {highest} of image "
+                             f"{text.image_id!r}, which has {features.num_regions(text.image_id)} regions")
+
+
 class PretrainingDataset(torch.utils.data.Dataset):
     """Indexed by (epoch, text index).
 
@@ -113,7 +127,8 @@ class PretrainingDataset(torch.utils.data.Dataset):
             if not texts:
                 raise ValueError(f"corpus: no captions for {purpose}")
         self.texts = texts
-        encoded = tokenizer.encode_batch([t.text for t in texts])
+        _check_images(corpus.features, texts)
+        encoded = encode_cached(tokenizer, [t.text for t in texts], corpus.cache_dir)
         self.token_ids = [e.ids for e in encoded]
         self.attribute_positions = [_token_positions(e.offsets, t.attribute_spans) for e, t in zip(encoded, texts)]
         relation_positions = [_token_positions(e.offsets, t.relation_spans) for e, t in zip(encoded, texts)]
@@ -122,21 +137,27 @@ class PretrainingDataset(torch.utils.data.Dataset):
                                    for a, r in zip(self.attribute_positions, relation_positions)]
         self.phrase_tokens = [_phrase_tokens(e.offsets, t.phrases) for e, t in zip(encoded, texts)]
         negatives = [n for t in texts for n in t.hard_negatives]
-        negative_ids = iter(e.ids for e in tokenizer.encode_batch(negatives)) if negatives else iter(())
+        negative_ids = iter(e.ids for e in encode_cached(tokenizer, negatives, corpus.cache_dir))
         self.hard_negative_ids = [[next(negative_ids) for _ in t.hard_negatives] for t in texts]
         self.captions = np.array([i for i, t in enumerate(texts) if t.kind == "caption"], dtype=np.int64)
+        draws_mismatches = purpose == "itm_eval" or any(
+            t.kind == "caption" and (attribute_mask_rate < 1.0 or not len(g))
+            for t, g in zip(texts, self.grounded_positions))
+        if draws_mismatches and len({texts[i].image_id for i in self.captions}) < 2:
+            raise ValueError("corpus: every caption describes the same image, so an image-text matching sample has "
+                             "no mismatching caption to pair with")
 
     def __len__(self) -> int:
         return 2 * len(self.texts) if self.purpose == "itm_eval" else len(self.texts)
 
-    def _mismatch(self, index: int, rng: np.random.Generator) -> np.ndarray:
-        """Token ids of a text that does not describe this caption's image: a hard negative, or a caption of
-        another image (checked false against this image when the captions carry their meaning)."""
+    def _mismatch(self, index: int, rng: np.random.Generator, record) -> np.ndarray:
+        """Token ids of a text that does not describe this caption's image (`record`, already read): a hard
+        negative, or a caption of another image (checked false against this image when the captions carry their
+        meaning)."""
         hard = self.hard_negative_ids[index]
         if hard and rng.random() < HARD_NEGATIVE_RATE:
             return hard[int(rng.integers(len(hard)))]
         own = self.texts[index].image_id
-        record = self.corpus.features[own]
         names = [[_NAMES[0][a] if 0 <= a < len(_NAMES[0]) else "" for a in record.attr_ids],
                  [_NAMES[1][o] if 0 <= o < len(_NAMES[1]) else "" for o in record.object_ids]]
         for _ in range(100):
@@ -165,14 +186,11 @@ class PretrainingDataset(torch.utils.data.Dataset):
                 itm, masking = -100, "random_and_grounded"
             else:
                 itm = 0 if rng.random() < NEGATIVE_RATE else 1
-        token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng)
         record = self.corpus.features[self.texts[index].image_id]
+        token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng, record)
         labels = np.where(record.object_ids >= 0, record.object_ids, -100)
         grounded = (self.grounded_positions[index] if masking == "random_and_grounded"
                     else self.attribute_positions[index] if masking == "attributes" else _NO_POSITIONS)
         phrase_positions, phrase_regions = self.phrase_tokens[index] if itm != 0 else (_NO_POSITIONS, _NO_POSITIONS)
-        if len(phrase_regions) and phrase_regions.max() >= len(record.features):
-            raise ValueError(f"corpus: caption {self.texts[index].text!r} names region {phrase_regions.max()} of "
-                             f"image {record.image_id!r}, which has {len(record.features)} regions")
         return Sample(token_ids, grounded, record.features, record.normalised_boxes(), labels, itm, qa_label,
                       (self.seed, epoch, index, 1), masking, phrase_positions, phrase_regions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..model.config import SemVLPConfig
-from ..model.inputs import PackedLayout, PretrainingBatch
+from ..model.inputs import PackedLayout, PretrainingBatch, TokenBudget, pad_batch
 from .boxes import box_features
 
 MASK_RATE = 0.15
@@ -22,13 +22,16 @@ def _pick_masked(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len: int = 20,
-                 num_regions: int = 36) -> PretrainingBatch:
+                 num_regions: int = 36, token_budget: int | None = None) -> PretrainingBatch:
     """A packed batch with every pretraining target, on the CPU.
 
     Text lengths vary uniformly in [text_len // 2, text_len] ([CLS] and [SEP] included); every sample has
     `num_regions` regions. About 15% of words and regions are masked (at least one of each), half the
     samples are image-text mismatches, and the matching ones carry a QA label and ground about 15% of their
     words in one of their regions.
+
+    `token_budget` N: a static-shape batch (see `semvlp.model.inputs.TokenBudget`): the first of the `batch_size`
+    drawn samples that fit in N text tokens and regions, padded to N tokens and `batch_size` sample slots.
     """
     if config.vocab_size <= _FIRST_WORD:
         raise ValueError(f"config.vocab_size: expected more than {_FIRST_WORD} tokens, got {config.vocab_size}")
@@ -40,6 +43,12 @@ def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size}")
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(max(text_len // 2, 3), text_len + 1, (batch_size,), generator=g).tolist()
+    budget = None
+    if token_budget is not None:
+        budget = TokenBudget(token_budget, batch_size, text_len, num_regions)
+        while not budget.fits(lengths, [num_regions] * len(lengths)):
+            lengths.pop()
+        batch_size = len(lengths)
     layout = PackedLayout.from_lengths(lengths, [num_regions] * batch_size)
 
     words = [torch.randint(_FIRST_WORD, config.vocab_size, (n - 2,), generator=g) for n in lengths]
@@ -74,7 +83,7 @@ def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len:
     matching = (itm_labels[word_samples] == 1).nonzero().flatten()
     picked = matching[_pick_masked(matching.numel(), g)]
     grounding_positions, grounding_samples = word_positions[picked], word_samples[picked]
-    return PretrainingBatch(
+    batch = PretrainingBatch(
         input_ids=replaced,
         region_features=features,
         region_boxes=boxes,
@@ -90,3 +99,4 @@ def random_batch(config: SemVLPConfig, batch_size: int, seed: int = 0, text_len:
         grounding_samples=grounding_samples,
         grounding_targets=torch.randint(0, num_regions, (grounding_positions.numel(),), generator=g),
     )
+    return batch if budget is None else pad_batch(batch, budget)

@@ -38,6 +38,11 @@ class BadRecords:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def skipped(self, *paths) -> int:
+        """How many records of these files were skipped."""
+        names = {str(p) for p in paths}
+        return sum(n for (path, _), n in self.counts.items() if path in names)
+
     def summary(self) -> str:
         if not self.counts:
             return "no bad records"
@@ -64,13 +69,17 @@ class ImageRecord:
         return np.clip(self.boxes / scale, 0.0, 1.0)
 
 
-def check_image_record(record: ImageRecord, feature_dim: int | None) -> tuple[str, str] | None:
-    """(kind, reason) when the record is unusable, None when it is fine."""
+def check_image_record(record: ImageRecord, feature_dim: int | None,
+                       num_region_labels: int | None = None) -> tuple[str, str] | None:
+    """(kind, reason) when the record is unusable, None when it is fine. With `num_region_labels` (the model
+    config's), an object label the region classifier has no class for is a bad record."""
     if not record.image_id:
         return "missing image id", "the image id is empty"
     n = record.boxes.shape[0] if record.boxes.ndim == 2 else -1
     if record.boxes.shape != (n, 4):
         return "wrong box size", f"boxes have shape {record.boxes.shape}, expected (num_boxes, 4)"
+    if n == 0:
+        return "no regions", "the image has no regions"
     if record.features.ndim != 2 or record.features.shape[0] != n:
         return "wrong feature size", f"features have shape {record.features.shape}, expected ({n}, feature_dim)"
     if feature_dim is not None and record.features.shape[1] != feature_dim:
@@ -82,6 +91,9 @@ def check_image_record(record: ImageRecord, feature_dim: int | None) -> tuple[st
         return "non-finite features", "NaN or inf in the region features"
     if not np.isfinite(record.boxes).all() or record.width <= 0 or record.height <= 0:
         return "bad boxes", f"non-finite boxes or image size {record.width}x{record.height}"
+    if num_region_labels is not None and (record.object_ids >= num_region_labels).any():
+        return ("object label out of range", f"object label {int(record.object_ids.max())} is not below the "
+                f"model config's num_region_labels={num_region_labels}")
     return None
 
 

@@ -35,11 +35,31 @@ def _index(key) -> int:
 
 
 def answer_vocab(corpus: Corpus, size: int) -> AnswerVocab:
-    """The `size` most common normalised answers of the corpus's questions (ties in alphabetical order)."""
-    counts = Counter(normalize_answer(t.answer) for t in corpus.texts if t.kind == "question")
+    """The `size` most common processed answers of the corpus's questions (ties in alphabetical order), each
+    spelled as the human answers most often spell it: when all humans agree, the official evaluation compares
+    their answer unprocessed, so "two" given ten times credits "two" and not "2"."""
+    answered = [t for t in corpus.texts if t.kind == "question" and t.answer is not None]
+    counts = Counter(normalize_answer(t.answer) for t in answered)
     if not counts:
-        raise ValueError("corpus: expected questions to build an answer vocabulary from, found none")
-    return AnswerVocab([a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]])
+        raise ValueError("corpus: expected questions with answers to build an answer vocabulary from, found none")
+    spellings = human_spellings(answered)
+    chosen = [a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]]
+    return AnswerVocab([usual_spelling(spellings, a) for a in chosen])
+
+
+def human_spellings(questions) -> dict[str, Counter]:
+    """{processed answer: Counter of the human answers that process to it} over the questions' answers."""
+    spellings: dict[str, Counter] = {}
+    for question in questions:
+        for human in question.answers or (question.answer,):
+            spellings.setdefault(normalize_answer(human), Counter())[human] += 1
+    return spellings
+
+
+def usual_spelling(spellings: dict[str, Counter], answer: str) -> str:
+    """How humans most often spell the processed `answer` (ties in alphabetical order); itself if never seen."""
+    counts = spellings.get(answer)
+    return min(counts, key=lambda spelling: (-counts[spelling], spelling)) if counts else answer
 
 
 @dataclass
@@ -86,7 +106,8 @@ def collate(examples: list[Example], box_dim: int) -> DownstreamBatch:
 
 class QuestionAnsweringDataset(torch.utils.data.Dataset):
     """The corpus's questions; targets are soft scores over `answers` (questions whose answers are all outside
-    the vocabulary get an all-zero target and still count, as wrong, in evaluation)."""
+    the vocabulary get an all-zero target and still count, as wrong, in evaluation). Questions without answers
+    (a questions file read alone, for predictions) get an all-zero target too."""
 
     def __init__(self, corpus: Corpus, tokenizer: WordPieceTokenizer, answers: AnswerVocab):
         self.corpus, self.answers = corpus, answers
@@ -94,15 +115,17 @@ class QuestionAnsweringDataset(torch.utils.data.Dataset):
         if not self.questions:
             raise ValueError("corpus: expected questions for question answering, found none")
         self.token_ids = [e.ids for e in tokenizer.encode_batch([q.text for q in self.questions])]
-        index = {a: i for i, a in enumerate(answers.answers)}
+        index = {normalize_answer(a): i for i, a in enumerate(answers.answers)}
         self.targets = np.zeros((len(self.questions), len(answers)), dtype=np.float32)
-        for row, question in enumerate(self.questions):
-            for column, score in soft_scores(self.human_answers(row), index).items():
-                self.targets[row, column] = score
+        for row in range(len(self.questions)):
+            if self.human_answers(row):
+                for column, score in soft_scores(self.human_answers(row), index).items():
+                    self.targets[row, column] = score
 
     def human_answers(self, index: int) -> tuple[str, ...]:
+        """Every human answer of the question (its one answer where only that is known; none without answers)."""
         question = self.questions[index]
-        return question.answers or (question.answer,)
+        return question.answers or ((question.answer,) if question.answer is not None else ())
 
     def __len__(self) -> int:
         return len(self.questions)

@@ -8,20 +8,23 @@ from typing import Sequence
 
 from ..data.answers import normalize_answer
 from ..data.corpus import Corpus
+from ..data.task_datasets import human_spellings, usual_spelling
 from .task_eval import RETRIEVAL_CAPTION_KINDS, qa_metrics, retrieval_pool
 
 
 def answer_prior(train: Corpus, test: Corpus) -> dict[str, float]:
     """The metrics of `evaluate_qa` on `test` when every question gets the most common training answer of its
-    category (the best a model can do from the question's type alone)."""
+    category (the best a model can do from the question's type alone), spelled as humans most often spell it
+    (the official metric compares agreeing human answers unprocessed)."""
+    asked = [t for t in train.texts if t.kind == "question"]
     per_category: dict = {}
-    for t in train.texts:
-        if t.kind == "question":
-            per_category.setdefault(t.category, Counter())[normalize_answer(t.answer)] += 1
+    for t in asked:
+        per_category.setdefault(t.category, Counter())[normalize_answer(t.answer)] += 1
+    spellings = human_spellings(asked)
     overall = sum(per_category.values(), Counter()).most_common(1)[0][0]
     questions = [t for t in test.texts if t.kind == "question"]
-    predictions = [per_category[q.category].most_common(1)[0][0] if q.category in per_category else overall
-                   for q in questions]
+    predictions = [usual_spelling(spellings, per_category[q.category].most_common(1)[0][0]
+                                  if q.category in per_category else overall) for q in questions]
     return qa_metrics(predictions, [q.answers or (q.answer,) for q in questions], [q.category for q in questions])
 
 

@@ -15,14 +15,16 @@ from tqdm import tqdm
 
 from ..data.corpus import Corpus
 from ..data.synthetic.language import GRANULARITY, hard_negative_types
-from ..data.task_datasets import (DownstreamBatch, Example, MatchingDataset, PairedReasoningDataset, QuestionAnsweringDataset,
-                          collate)
+from ..data.task_datasets import (DownstreamBatch, Example, MatchingDataset, PairedReasoningDataset,
+                                  QuestionAnsweringDataset, collate)
 from ..data.tokenizer import WordPieceTokenizer
 from .retrieval import recall_at_k, score_all_pairs
 from .vqa import vqa_accuracy
 
-# Captions of these kinds name specific objects, so few other images of a pool match them: the retrieval queries.
+# Synthetic captions of these kinds name specific objects, so few other images of a pool match them: the retrieval
+# queries. Captions without a kind (real captions, e.g. COCO's) are all queries.
 RETRIEVAL_CAPTION_KINDS = ("pair", "relation")
+RETRIEVAL_KS = (1, 5, 10)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -51,9 +53,14 @@ def evaluate_qa(model, dataset: QuestionAnsweringDataset, mode: str, batch_size:
                 desc: str | None = None) -> dict[str, float]:
     """{"accuracy", "type/<category>", and for the synthetic categories "granularity/fine", "granularity/high"}.
     The prediction is the highest-scoring answer; its VQA score is computed against all human answers."""
+    humans = [dataset.human_answers(i) for i in range(len(dataset))]
+    unanswered = sum(not h for h in humans)
+    if unanswered:
+        raise ValueError(f"dataset: {unanswered} of {len(humans)} questions have no answers (questions read without "
+                         f"their annotations); evaluation needs the annotations, `semvlp predict` takes questions "
+                         f"alone")
     logits, _ = run_model(model, dataset, mode, batch_size, desc)
     predictions = [dataset.answers.answers[i] for i in logits.argmax(-1).tolist()]
-    humans = [dataset.human_answers(i) for i in range(len(dataset))]
     return qa_metrics(predictions, humans, [q.category for q in dataset.questions])
 
 
@@ -108,17 +115,22 @@ def evaluate_itm(model, corpus: Corpus, tokenizer: WordPieceTokenizer, mode: str
 
 
 def evaluate_retrieval(model, corpus: Corpus, tokenizer: WordPieceTokenizer, mode: str, num_images: int = 100,
-                       batch_size: int = 256, ks: Sequence[int] = (1, 5, 10),
+                       batch_size: int = 256, ks: Sequence[int] = RETRIEVAL_KS,
                        caption_kinds: Sequence[str] | None = RETRIEVAL_CAPTION_KINDS,
                        desc: str | None = None) -> dict[str, float]:
     """Recall@k in both directions over a pool of the split's first `num_images` images (by id) and their
-    captions (of `caption_kinds`, or all when None); every (caption, image) pair of the pool is scored by the
-    matching model, `batch_size` pairs per forward pass."""
-    captions, pool = retrieval_pool(corpus, num_images, caption_kinds)
-    if len(pool) < max(ks):
-        raise ValueError(f"num_images: the pool has {len(pool)} images with captions, fewer than the largest k "
-                         f"({max(ks)})")
+    captions (see `retrieval_pool`); every (caption, image) pair of the pool is scored by the matching model,
+    `batch_size` pairs per forward pass."""
+    captions, pool = checked_retrieval_pool(corpus, num_images, max(ks), caption_kinds)
     column = {image_id: i for i, image_id in enumerate(pool)}
+    scores = retrieval_scores(model, corpus, tokenizer, captions, pool, mode, batch_size, desc)
+    recall = recall_at_k(scores, [column[t.image_id] for t in captions], ks)
+    return {f"{key.split('/')[0]}/R@{key.split('@')[1]}": value for key, value in recall.items()}
+
+
+def retrieval_scores(model, corpus: Corpus, tokenizer: WordPieceTokenizer, captions: Sequence, pool: Sequence[str],
+                     mode: str, batch_size: int = 256, desc: str | None = None) -> torch.Tensor:
+    """(len(captions), len(pool)) matching scores of every caption with every image of the pool."""
     token_ids = [e.ids for e in tokenizer.encode_batch([t.text for t in captions])]
     records = [corpus.features[i] for i in pool]
     progress = tqdm(total=len(captions) * len(pool), desc=desc, disable=desc is None, leave=False, unit="pair")
@@ -130,18 +142,28 @@ def evaluate_retrieval(model, corpus: Corpus, tokenizer: WordPieceTokenizer, mod
 
     scores = score_all_pairs(score_pairs, len(captions), len(pool), batch_size)
     progress.close()
-    recall = recall_at_k(scores, [column[t.image_id] for t in captions], ks)
-    return {f"{key.split('/')[0]}/R@{key.split('@')[1]}": value for key, value in recall.items()}
+    return scores
 
 
 def retrieval_pool(corpus: Corpus, num_images: int, caption_kinds: Sequence[str] | None = RETRIEVAL_CAPTION_KINDS):
-    """(captions, image ids) of the retrieval pool: the first `num_images` images by id that have captions of
-    `caption_kinds` (all kinds when None), and those captions."""
-    captions = [t for t in corpus.texts
-                if t.kind == "caption" and (caption_kinds is None or t.category in caption_kinds)]
+    """(captions, image ids) of the retrieval pool: the first `num_images` images by id that have query captions,
+    and those captions. Queries are the captions of `caption_kinds` (all kinds when None) and every caption
+    without a kind (real captions)."""
+    captions = [t for t in corpus.texts if t.kind == "caption"
+                and (caption_kinds is None or t.category is None or t.category in caption_kinds)]
     pool = sorted({t.image_id for t in captions}, key=lambda i: (len(i), i))[:num_images]
     chosen = set(pool)
     return [t for t in captions if t.image_id in chosen], pool
+
+
+def checked_retrieval_pool(corpus: Corpus, num_images: int, largest_k: int,
+                           caption_kinds: Sequence[str] | None = RETRIEVAL_CAPTION_KINDS):
+    """`retrieval_pool`, with an error when it has fewer images than `largest_k` (recall@k would mean nothing)."""
+    captions, pool = retrieval_pool(corpus, num_images, caption_kinds)
+    if len(pool) < largest_k:
+        raise ValueError(f"num_images: the pool has {len(pool)} images with captions, fewer than the largest k "
+                         f"({largest_k})")
+    return captions, pool
 
 
 def evaluate_nlvr2(model, dataset: PairedReasoningDataset, mode: str, batch_size: int = 128,

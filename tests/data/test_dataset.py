@@ -114,10 +114,9 @@ def test_a_phrase_naming_a_region_the_image_lacks_is_an_error(setup):
     corpus, tokenizer, answers = setup
     text = next(t for t in corpus.texts if t.phrases and t.attribute_spans)
     broken = dataclasses.replace(text, phrases=((*text.phrases[0][:2], 99),))
-    # An attribute sample, so the caption keeps its own image.
-    dataset = PretrainingDataset(Corpus(corpus.features, [broken]), tokenizer, answers, attribute_mask_rate=1.0)
+    # Refused when the dataset is built, before any sample is drawn.
     with pytest.raises(ValueError, match=rf"caption {broken.text!r} names region 99 of image '{text.image_id}'"):
-        dataset[(0, 0)]
+        PretrainingDataset(Corpus(corpus.features, [broken]), tokenizer, answers, attribute_mask_rate=1.0)
 
 
 def test_questions_keep_their_image_and_carry_their_answer(setup):

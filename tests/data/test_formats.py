@@ -99,7 +99,7 @@ def test_bad_tsv_record_is_named_or_counted(written, tmp_path, kind):
     bad_lines = TSV_CASES[kind](lines)
     (tmp_path / "features.tsv").write_text("".join(bad_lines))
     expected_line = len(lines) if kind == "truncated line" else 3
-    with pytest.raises(BadRecordError, match=rf"features.tsv: line {expected_line}: ") as err:
+    with pytest.raises(BadRecordError, match=rf"features.tsv: line {expected_line}( \(image id '\w+'\))?: ") as err:
         open_features(tmp_path, "tsv")
     assert err.value.path.endswith("features.tsv")
     bad = BadRecords(skip=True)
@@ -233,7 +233,7 @@ def test_bad_question_is_named_or_counted(written, tmp_path, case):
     name, edit = QUESTION_CASES[case]
     total = len(json.loads((folder / "vqa_questions_train.json").read_text())["questions"])
     _edit_json(folder / name, edit)
-    record = "annotation 2" if case == "missing answer" else r"question 2 \(question_id 2\)"
+    record = r"annotation 2 \(question_id 2\)" if case == "missing answer" else r"question 2 \(question_id 2\)"
     with pytest.raises(BadRecordError, match=rf"{name}: {record}: "):
         load_corpus(folder, "train")
     bad = BadRecords(skip=True)
@@ -250,7 +250,8 @@ def test_a_file_that_is_not_json_names_the_file(written, tmp_path):
 
 
 def test_a_store_opened_with_a_feature_size_rejects_other_sizes(written):
-    with pytest.raises(BadRecordError, match="features.tsv: line 1: 64 values per region, expected 2048"):
+    with pytest.raises(BadRecordError,
+                       match=r"features.tsv: line 1 \(image id '0'\): 64 values per region, expected 2048"):
         open_features(written[0], "tsv", feature_dim=2048)
 
 

@@ -26,12 +26,16 @@ def test_answer_prior_answers_each_category_with_its_most_common_training_answer
                                                                ("no", "existence"), ("two", "count"),
                                                                ("three", "count"), ("two", "count")]])
     test = Corpus(features, [_question("1", a, c) for a, c in [("no", "existence"), ("yes", "existence"),
-                                                              ("2", "count"), ("four", "count"),
+                                                              ("two", "count"), ("four", "count"),
                                                               ("red", "attribute")]])
     result = answer_prior(train, test)
-    # existence -> "yes" (1 of 2), count -> "2" (1 of 2), attribute unseen -> the overall "yes" (0 of 1).
+    # existence -> "yes" (1 of 2), count -> "two" as the humans spell it (1 of 2), attribute unseen -> the overall
+    # "yes" (0 of 1).
     assert result["accuracy"] == pytest.approx(2 / 5)
     assert result["type/existence"] == 0.5 and result["type/count"] == 0.5 and result["type/attribute"] == 0.0
+    # Ten humans agreeing on "2" are compared unprocessed: the prior's "two" does not match them.
+    digits = Corpus(features, [_question("1", "2", "count")])
+    assert answer_prior(train, digits)["accuracy"] == 0.0
     assert result["granularity/fine"] == pytest.approx(1 / 3) and result["granularity/high"] == 0.5
 
 

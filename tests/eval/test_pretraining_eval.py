@@ -58,3 +58,38 @@ def test_itm_accuracy_is_reported_for_each_kind_of_caption(group):
     table = format_results(results, {"val": 40})
     assert "image-text matching" in table and "object" not in table  # the table keeps the headline rows
     assert table.index("image-text matching") < table.index("phrase grounding")
+
+
+class _EvenOffsetPredictor(torch.nn.Module):
+    """Predicts a masked word right when its position within its caption is even, else token id 0 (never a
+    colour word); no ITM or grounding output."""
+
+    @property
+    def module(self):
+        return self
+
+    def forward(self, batch, mode):
+        starts = batch.layout.text_cu_seqlens[:-1].long()
+        sample = torch.searchsorted(batch.layout.text_cu_seqlens[1:].long(), batch.mlm_positions, right=True)
+        even = (batch.mlm_positions - starts[sample]) % 2 == 0
+        predicted = torch.where(even, batch.mlm_targets, torch.zeros_like(batch.mlm_targets))
+        logits = torch.nn.functional.one_hot(predicted, batch.input_ids.max().item() + 1000).float()
+        return SimpleNamespace(itm_logits=None, mlm_logits=logits, grounding_logits=None)
+
+
+def test_attribute_mlm_accuracy_counts_the_masked_colour_words(group):
+    corpus = to_corpus(generate_split("val", 40, seed=5))
+    tokenizer = WordPieceTokenizer(max_length=64)
+    answers = AnswerVocab.from_texts(corpus.texts, 8)
+    collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, box_dim=5)
+    results = evaluate(_EvenOffsetPredictor(), {"val": corpus}, tokenizer, answers, collator, ["two"], 7,
+                       group.rank, group.world_size, torch.float32, torch.device("cpu"))
+
+    attributes = PretrainingDataset(corpus, tokenizer, answers, seed=EVAL_SEED, purpose="attribute_eval")
+    samples = [attributes[(0, i)] for i in range(len(attributes))]
+    colour_words = np.concatenate([s.grounded_positions for s in samples])
+    targets = np.concatenate([s.token_ids[s.grounded_positions] for s in samples])
+    assert colour_words.size > 0 and (targets != 0).all()  # id 0, the predictor's wrong answer, is never right
+    expected = (colour_words % 2 == 0).mean()
+    assert 0.05 < expected < 0.95  # a rate that a miscount could not hit by chance
+    assert abs(results["val/two/attribute_mlm_accuracy"] - expected) < 1e-9

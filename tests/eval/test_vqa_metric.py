@@ -1,36 +1,93 @@
-"""VQA accuracy and normalisation against hand-computed cases."""
+"""VQA accuracy by the official evaluation's rules (answer processing, agreement, leave-one-out consensus) against
+hand-computed cases, and the soft targets."""
+
+from itertools import combinations
 
 import pytest
 
+from semvlp.data.answers import process_digits_articles, process_punctuation
 from semvlp.eval import normalize_answer, soft_scores, vqa_accuracy, vqa_score
 
 
-@pytest.mark.parametrize("raw,normalized", [
-    ("Yes", "yes"),
-    ("  The Dog. ", "dog"),
-    ("two", "2"),
-    ("a red ball!", "red ball"),
-    ("1,000", "1000"),
-    ("2.5", "2.5"),
-    ("dont know", "don't know"),
-    ("black/white", "black white"),
+@pytest.mark.parametrize("raw,processed", [
+    ("yes.", "yes"),                        # a period not before a digit goes
+    ("3.5", "3.5"),                         # a period before a digit stays
+    (".5", ".5"),
+    ("u.s.", "us"),
+    ("1,000", "1000"),                      # a comma between digits: every mark is removed
+    ("2,000/year", "2000year"),             # ... the slash too, not spaced
+    ("black/white", "black white"),         # a mark inside a word becomes a space
     ("left-side", "left side"),
-    ("an apple, an orange", "apple orange"),
+    ("apples, oranges", "apples oranges"),  # a mark next to a space is removed
+    ("hi - there", "hi there"),
+    ("x?", "x"),
+    ("what: now", "what: now"),             # a colon is not among the evaluation's marks
+    ("a*b", "a*b"),                          # nor is an asterisk
+    ("Two Dogs", "2 dogs"),                 # lower case, number words
+    ("none", "0"),
+    ("ten", "10"),
+    ("eleven", "eleven"),                   # only zero..ten (and none) are mapped
+    ("  The Dog. ", "dog"),                 # articles go
+    ("an apple, a pear", "apple pear"),
+    ("dont know", "don't know"),            # contractions get their apostrophe
+    ("whats that", "what's that"),
+    ("youll see", "you'll see"),
+    ("couldnt've", "couldn't've"),
+    ("Im", "im"),                           # the table's "Im" never matches: words are lower-cased first
+    ("its", "its"),                         # not in the table
+    ("somebody'd", "somebodyd"),            # the table maps it this way round
 ])
-def test_normalisation(raw, normalized):
-    assert normalize_answer(raw) == normalized
+def test_normalisation_follows_the_official_rules(raw, processed):
+    assert normalize_answer(raw) == processed
 
 
-def test_ten_human_answers_use_the_leave_one_out_average():
-    humans = ["2"] * 3 + ["3"] * 7
-    # Each of the 3 "2"-humans left out leaves 2 matches (2/3); each of the 7 others leaves 3 (capped 1).
-    assert vqa_score("two", humans) == pytest.approx((3 * 2 / 3 + 7 * 1) / 10)
-    assert vqa_score("3", humans) == pytest.approx(1.0)
-    assert vqa_score("4", humans) == 0.0
-    assert vqa_score("2", ["2"] + ["3"] * 9) == pytest.approx(9 * (1 / 3) / 10)
+def test_punctuation_is_removed_when_spaced_anywhere_in_the_answer():
+    # The rule looks at the whole answer: a "-" next to a space somewhere removes every "-".
+    assert process_punctuation("a-b - c") == "ab  c"
+    assert process_punctuation("a-b c") == "a b c"
 
 
-def test_single_answer_is_exact_match_after_normalisation():
+def test_at_most_32_periods_are_removed():
+    # The evaluation hands re.UNICODE (32) to re.sub as its count.
+    assert process_punctuation("a." * 33) == "a" * 33 + "."
+
+
+def test_digits_and_articles_work_on_words():
+    assert process_digits_articles("The  THREE\tcats") == "3 cats"
+    assert process_digits_articles("a") == ""
+
+
+def _brute_force(matches: int, humans: int = 10) -> float:
+    """Mean over every subset of humans - 1 humans of min(matches in the subset / 3, 1)."""
+    answers = [True] * matches + [False] * (humans - matches)
+    subsets = list(combinations(range(humans), humans - 1))
+    return sum(min(1.0, sum(answers[i] for i in s) / 3) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("matches,expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])
+def test_leave_one_out_consensus(matches, expected):
+    humans = ["2"] * matches + ["3"] * (10 - matches)
+    if matches == 10:
+        humans[0] = "4"  # keep the humans disagreeing; 9 matches still give 1
+    assert vqa_score("2", humans) == pytest.approx(expected)
+    assert vqa_score("2", humans) == pytest.approx(_brute_force(humans.count("2")))
+
+
+def test_agreeing_humans_are_compared_unprocessed():
+    assert vqa_score("two", ["two"] * 10) == 1.0
+    assert vqa_score("2", ["two"] * 10) == 0.0          # no number-word mapping when all agree
+    assert vqa_score("Yes", ["yes"] * 10) == 0.0         # nor lower case
+    assert vqa_score(" yes\n", ["yes"] * 10) == 1.0      # whitespace is always stripped
+    assert vqa_score("yes", ["yes "] * 10) == 1.0
+
+
+def test_disagreeing_humans_and_the_prediction_are_processed():
+    assert vqa_score("Two.", ["2"] * 9 + ["3"]) == 1.0
+    humans = ["2"] * 2 + ["two"] + ["3"] * 7  # three humans say 2 after processing
+    assert vqa_score("two", humans) == pytest.approx(0.9)
+
+
+def test_single_answer_is_exact_match_after_processing():
     assert vqa_score("The Circle", ["circle"]) == 1.0
     assert vqa_score("circles", ["circle"]) == 0.0
 
@@ -45,9 +102,14 @@ def test_mismatched_lengths_and_empty_answers_are_errors():
         vqa_accuracy(["a", "b"], [["a"]])
     with pytest.raises(ValueError, match="human_answers: expected at least one answer"):
         vqa_score("a", [])
+    with pytest.raises(ValueError, match="human_answers: expected at least one answer"):
+        soft_scores([], {"a": 0})
 
 
 def test_soft_scores_for_bce_targets():
     vocab = {"2": 0, "3": 1, "4": 2}
     scores = soft_scores(["two"] * 2 + ["3"] * 8, vocab)
-    assert scores == {0: pytest.approx(2 * (1 / 3) / 10 + 8 * (2 / 3) / 10), 1: pytest.approx(1.0)}
+    assert scores == {0: pytest.approx(0.6), 1: pytest.approx(1.0)}
+    # Targets are by processed answer even when the humans agree.
+    assert soft_scores(["two"] * 10, vocab) == {0: 1.0}
+    assert soft_scores(["Three"], vocab) == {1: 1.0}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .image_ids import canonical_image_id
+
 
 def load_json(path, top_keys: tuple[str, ...] | None):
     """The parsed file; with `top_keys` (None: any JSON value) it must be an object with those keys."""
@@ -17,13 +19,26 @@ def load_json(path, top_keys: tuple[str, ...] | None):
     return data
 
 
+def json_list(data: dict, key: str, path, default=None) -> list:
+    """data[key] (or `default` when the key is absent and a default is given), which must be a JSON list."""
+    value = data[key] if default is None else data.get(key, default)
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: expected \"{key}\" to be a JSON list, got {type(value).__name__}")
+    return value
+
+
 def image_and_text(item, image_ids, text_key: str, record: str, bad, path, name: str) -> tuple[str, str] | None:
     """(image id, stripped text) of a JSON `record` (e.g. "annotation") about one image, or None after reporting
-    it to `bad` as a "missing image id" (none, or one without region features) or an "empty <text_key>"."""
+    it to `bad` as a "missing image id" (none, not an int or a string, or one without region features; ids are
+    compared canonically, image_ids.py) or an "empty <text_key>"."""
     if not isinstance(item, dict) or item.get("image_id") in (None, ""):
         bad.report(path, name, "missing image id", f"the {record} has no image_id")
         return None
-    image_id = str(item["image_id"])
+    try:
+        image_id = canonical_image_id(item["image_id"])
+    except ValueError as err:
+        bad.report(path, name, "missing image id", str(err))
+        return None
     if image_id not in image_ids:
         bad.report(path, name, "missing image id", f"image id {image_id!r} has no region features")
         return None

@@ -83,6 +83,9 @@ class TsvFeatures(FeatureStore):
         except UnicodeDecodeError as err:
             raise BadRecordFormat("corrupt line", f"not UTF-8 text ({err})") from None
 
+    def _record_name(self, name: str, record: ImageRecord) -> str:
+        return f"{name} (image id {record.image_id!r})" if record.image_id else name
+
     def _open(self):
         return open(self.path, "rb")
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 import json
 
 from ..records import BadRecords, PairRecord
+from .image_ids import canonical_image_id
 from .jsonfile import load_json
 
-_LABELS = {1: True, 0: False, "True": True, "False": False, True: True, False: False}
+# True and False are found as the keys 1 and 0 (equal keys of a dict).
+_LABELS = {1: True, 0: False, "True": True, "False": False}
+
+
+def _image_id(value) -> str:
+    """The canonical id (image_ids.py), or "" for a value that is not an id."""
+    return canonical_image_id(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
 
 
 def read_nlvr2(path, image_ids, bad: BadRecords | None = None) -> list[PairRecord]:
@@ -26,7 +33,7 @@ def read_nlvr2(path, image_ids, bad: BadRecords | None = None) -> list[PairRecor
         if not isinstance(item, dict):
             bad.report(path, name, "not an object", f"expected a JSON object, got {type(item).__name__}")
             continue
-        images = [str(item.get(key, "")) for key in ("img0", "img1")]
+        images = [_image_id(item.get(key, "")) for key in ("img0", "img1")]
         missing = [i for i in images if not i or i not in image_ids]
         if missing:
             bad.report(path, name, "missing image id", f"image ids {missing} have no region features")

@@ -28,6 +28,7 @@ def _load(path) -> ImageRecord:
 
 class NpzFeatures(FeatureStore):
     format_name = "npz folder"
+    indexed = False  # a folder of small files: validated at every open
 
     def _scan(self):
         if not self.path.is_dir():

@@ -35,6 +35,18 @@ def test_features_tell_colours_apart_but_not_positions():
     assert np.abs(red_here - blue).max() > 0.05
 
 
+def test_boxes_of_a_non_square_image_pool_their_own_cells():
+    """A square far to the right of a wide image (x beyond its height) pools the same cells as the same square
+    in a small square image: x indexes the width of the feature map, y its height."""
+    cnn = RegionCNN(32)
+    colour, y, x_wide, x_small = (220, 40, 40), 20, 160, 20  # the shift, 140, is a multiple of the stride
+    wide, small = np.full((48, 224, 3), BACKGROUND, np.uint8), np.full((48, 48, 3), BACKGROUND, np.uint8)
+    wide[y:y + 12, x_wide:x_wide + 12] = colour
+    small[y:y + 12, x_small:x_small + 12] = colour
+    box = lambda x: np.array([[x, y, x + 12, y + 12]], np.float32)  # noqa: E731
+    np.testing.assert_allclose(cnn(wide, box(x_wide)), cnn(small, box(x_small)), rtol=1e-5, atol=1e-6)
+
+
 def test_feature_dim_must_divide_into_the_pooled_grid():
     with pytest.raises(ValueError, match="feature_dim: expected a positive multiple of 4 for pooled CNN features, "
                                          "got 30"):
