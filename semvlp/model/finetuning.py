@@ -13,10 +13,12 @@ from .backbone import SemVLPModel, init_bert_weights
 from .config import SemVLPConfig
 from .heads import AnswerHead, Pooler
 from .inputs import PackedLayout
+from .pretrained_io import PretrainedMixin
 
 
-class _PooledModel(nn.Module):
-    """Backbone + BERT pooler over each sample's first text token."""
+class _PooledModel(PretrainedMixin, nn.Module):
+    """Backbone + BERT pooler over each sample's first text token; save_pretrained / from_pretrained /
+    push_to_hub from PretrainedMixin."""
 
     def __init__(self, config: SemVLPConfig):
         super().__init__()
@@ -38,10 +40,13 @@ class _PooledModel(nn.Module):
 class SemVLPForQuestionAnswering(_PooledModel):
     """Answer classifier over a fixed answer vocabulary: (B,) samples -> (B, num_answers) logits."""
 
+    _pretrained_args = ("num_answers",)
+
     def __init__(self, config: SemVLPConfig, num_answers: int):
         super().__init__(config)
         if num_answers < 1:
             raise ValueError(f"num_answers: expected a positive int, got {num_answers}")
+        self.num_answers = num_answers
         self.answer_head = AnswerHead(config, num_answers)
         self._init_new_modules(self.answer_head)
 

@@ -14,11 +14,15 @@ tokens, then its regions, then sample 1's text, its regions, and so on. The same
 
 Everything is built on the CPU once per batch (by the collate function), with the max lengths as Python
 ints, so the model never syncs with the device to size its work.
+
+TokenBudget and `pad_batch` give every micro-batch the same shapes (for torch.compile and CUDA graphs): a fixed
+number of text tokens, regions and sample slots, the rest filled by dummy segments that no loss sees.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,8 +64,12 @@ class PackedLayout:
     max_stream_len: int
 
     @classmethod
-    def from_lengths(cls, text_lengths: Sequence[int], region_counts: Sequence[int]) -> "PackedLayout":
-        """Layout of samples with the given text lengths and region counts (CPU tensors)."""
+    def from_lengths(cls, text_lengths: Sequence[int], region_counts: Sequence[int],
+                     static_max: tuple[int, int] | None = None) -> "PackedLayout":
+        """Layout of samples with the given text lengths and region counts (CPU tensors).
+
+        `static_max` (max text length, max regions) fixes the max lengths instead of taking them from the samples,
+        so that batches of other lengths share them (the samples must stay within them)."""
         text = torch.as_tensor(list(text_lengths), dtype=torch.int64)
         regions = torch.as_tensor(list(region_counts), dtype=torch.int64)
         if text.dim() != 1 or text.numel() == 0:
@@ -71,6 +79,10 @@ class PackedLayout:
         if (text < 0).any() or (regions < 0).any():
             raise ValueError(f"text_lengths/region_counts: expected non-negative counts, got "
                              f"{text.tolist()} / {regions.tolist()}")
+        if static_max is not None and (int(text.max()) > static_max[0] or int(regions.max()) > static_max[1]):
+            raise ValueError(f"static_max: expected samples of at most {static_max[0]} tokens and {static_max[1]} "
+                             f"regions, got {int(text.max())} and {int(regions.max())}")
+        max_text, max_regions = static_max or (int(text.max()), int(regions.max()))
         joint = text + regions
         joint_start = torch.cumsum(joint, 0) - joint
         text_start, region_start = joint_start, joint_start + text
@@ -98,11 +110,12 @@ class PackedLayout:
             text_index=text_index,
             region_index=region_index,
             text_position_ids=_segment_arange(text),
-            cls_index=text_start,
-            max_text_len=int(text.max()),
-            max_regions=int(regions.max()),
-            max_joint_len=int(joint.max()),
-            max_stream_len=int(stream_lengths.max()),
+            # An empty sample (a padding slot) at the end points at the last token, so that every index is valid.
+            cls_index=text_start.clamp(max=max(int(joint.sum()) - 1, 0)),
+            max_text_len=max_text,
+            max_regions=max_regions,
+            max_joint_len=max_text + max_regions if static_max else int(joint.max()),
+            max_stream_len=max(max_text, max_regions) if static_max else int(stream_lengths.max()),
         )
 
     @property
@@ -158,6 +171,7 @@ class PretrainingBatch:
     grounding_samples: torch.Tensor     # (n_ground,) int64 the sample each of those words belongs to
     grounding_targets: torch.Tensor     # (n_ground,) int64 the region its phrase names, counted within its sample
     token_type_ids: torch.Tensor | None = None  # (total_text,) int64
+    mrm_valid: torch.Tensor | None = None   # (n_mrm,) bool, False = a padding slot (see pad_batch); None = all real
 
     def to(self, device, non_blocking: bool = False, *, feature_dtype: torch.dtype | None = None
            ) -> "PretrainingBatch":
@@ -177,3 +191,104 @@ class PretrainingBatch:
     @property
     def batch_size(self) -> int:
         return self.layout.batch_size
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """The fixed shapes of a token-budget micro-batch: `tokens` text tokens and regions in all, split between the
+    two in proportion to the longest sample (`max_text_len` tokens, `max_regions` regions), and `max_samples`
+    sample slots. Real samples fill as much as fits; `pad_batch` fills the rest with dummy segments of at most
+    one longest sample each, in `dummy_slots` extra slots."""
+
+    tokens: int
+    max_samples: int
+    max_text_len: int
+    max_regions: int
+
+    def __post_init__(self):
+        for name in ("tokens", "max_samples", "max_text_len", "max_regions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if self.tokens < self.max_text_len + self.max_regions:
+            raise ValueError(f"tokens: expected at least one longest sample ({self.max_text_len} text tokens + "
+                             f"{self.max_regions} regions = {self.max_text_len + self.max_regions}), got {self.tokens}")
+
+    @property
+    def text_tokens(self) -> int:
+        return self.tokens * self.max_text_len // (self.max_text_len + self.max_regions)
+
+    @property
+    def region_tokens(self) -> int:
+        return self.tokens - self.text_tokens
+
+    @property
+    def dummy_slots(self) -> int:
+        return max(math.ceil(self.text_tokens / self.max_text_len), math.ceil(self.region_tokens / self.max_regions))
+
+    @property
+    def slots(self) -> int:
+        return self.max_samples + self.dummy_slots
+
+    def fits(self, text_lengths: Sequence[int], region_counts: Sequence[int]) -> bool:
+        """Whether samples of these lengths fit in one micro-batch."""
+        return (len(text_lengths) <= self.max_samples and sum(text_lengths) <= self.text_tokens
+                and sum(region_counts) <= self.region_tokens
+                and all(t <= self.max_text_len for t in text_lengths)
+                and all(r <= self.max_regions for r in region_counts))
+
+    def check_sample(self, text_length: int, region_count: int) -> None:
+        if text_length > self.max_text_len or region_count > self.max_regions:
+            raise ValueError(f"token budget: a sample of {text_length} text tokens and {region_count} regions is "
+                             f"longer than the budget's longest sample ({self.max_text_len} tokens, "
+                             f"{self.max_regions} regions)")
+
+
+def _split(total: int, chunk: int, parts: int) -> list[int]:
+    """`total` as `parts` lengths of at most `chunk` each, the full ones first."""
+    return [min(chunk, max(total - i * chunk, 0)) for i in range(parts)]
+
+
+def _pad_rows(x: torch.Tensor, rows: int, value=0) -> torch.Tensor:
+    return torch.cat([x, x.new_full((rows - x.shape[0],) + x.shape[1:], value)])
+
+
+def pad_batch(batch: PretrainingBatch, budget: TokenBudget) -> PretrainingBatch:
+    """The batch with the budget's fixed shapes: exactly `budget.text_tokens` text tokens, `budget.region_tokens`
+    regions and `budget.slots` samples, and as many masked-word, masked-region and grounding slots as there are
+    text tokens / regions / text tokens. Padding tokens (token id 0, zero features and boxes) sit in dummy
+    segments after the real samples, unused sample slots are empty, and every padding target is ignored: -100
+    labels, `mrm_valid` False. The real samples keep their positions, so their hidden states are unchanged."""
+    layout = batch.layout
+    text, regions = layout.text_lengths(), layout.region_counts()
+    if not budget.fits(text, regions):
+        raise ValueError(f"batch: {len(text)} samples of {sum(text)} text tokens and {sum(regions)} regions (longest "
+                         f"{max(text)} and {max(regions)}) do not fit the token budget {budget}")
+    empty = budget.max_samples - len(text)
+    text += [0] * empty + _split(budget.text_tokens - sum(text), budget.max_text_len, budget.dummy_slots)
+    regions += [0] * empty + _split(budget.region_tokens - sum(regions), budget.max_regions, budget.dummy_slots)
+    padded_layout = PackedLayout.from_lengths(text, regions, static_max=(budget.max_text_len, budget.max_regions))
+    n_text, n_regions, slots = budget.text_tokens, budget.region_tokens, budget.slots
+    # Padding grounding slots score against the sample with the most regions: a row of only -inf would be NaN.
+    fullest = max(range(batch.batch_size), key=lambda i: regions[i])
+    mrm_valid = batch.mrm_valid
+    if mrm_valid is None:
+        mrm_valid = torch.ones_like(batch.mrm_positions, dtype=torch.bool)
+    return PretrainingBatch(
+        input_ids=_pad_rows(batch.input_ids, n_text),
+        region_features=_pad_rows(batch.region_features, n_regions),
+        region_boxes=_pad_rows(batch.region_boxes, n_regions),
+        layout=padded_layout,
+        mlm_positions=_pad_rows(batch.mlm_positions, n_text),
+        mlm_targets=_pad_rows(batch.mlm_targets, n_text, -100),
+        mrm_positions=_pad_rows(batch.mrm_positions, n_regions),
+        mrm_feature_targets=_pad_rows(batch.mrm_feature_targets, n_regions),
+        mrm_label_targets=_pad_rows(batch.mrm_label_targets, n_regions, -100),
+        itm_labels=_pad_rows(batch.itm_labels, slots, -100),
+        qa_labels=_pad_rows(batch.qa_labels, slots, -100),
+        grounding_positions=_pad_rows(batch.grounding_positions, n_text),
+        grounding_samples=_pad_rows(batch.grounding_samples, n_text, fullest),
+        grounding_targets=_pad_rows(batch.grounding_targets, n_text, -100),
+        token_type_ids=None if batch.token_type_ids is None else _pad_rows(batch.token_type_ids, n_text),
+        mrm_valid=_pad_rows(mrm_valid, n_regions, False),
+    )

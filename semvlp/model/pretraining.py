@@ -12,6 +12,7 @@ from .backbone import SemVLPModel, init_bert_weights
 from .config import SemVLPConfig
 from .heads import AnswerHead, GroundingHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler
 from .inputs import PretrainingBatch
+from .pretrained_io import PretrainedMixin
 
 
 @dataclass
@@ -31,7 +32,16 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return total / (targets != -100).sum().clamp(min=1)
 
 
-class SemVLPForPretraining(nn.Module):
+def _feature_regression(features: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean smooth-L1 over the feature values of the masked regions; `valid` (n_mrm,) bool leaves padding slots
+    (of a token-budget batch) out."""
+    if valid is None:
+        return F.smooth_l1_loss(features.float(), targets.float(), reduction="sum") / max(features.numel(), 1)
+    per_region = F.smooth_l1_loss(features.float(), targets.float(), reduction="none").sum(dim=1)
+    return (per_region * valid).sum() / (valid.sum() * features.shape[1]).clamp(min=1)
+
+
+class SemVLPForPretraining(PretrainedMixin, nn.Module):
     def __init__(self, config: SemVLPConfig):
         super().__init__()
         self.config = config
@@ -61,8 +71,7 @@ class SemVLPForPretraining(nn.Module):
             masked = hidden.index_select(0, layout.region_index.index_select(0, batch.mrm_positions))
             features, out.mrm_label_logits = self.region_head(masked)
             if tasks["mrm_feat"]:
-                regression = F.smooth_l1_loss(features.float(), batch.mrm_feature_targets.float(), reduction="sum")
-                out.losses["mrm_feat"] = regression / max(features.numel(), 1)
+                out.losses["mrm_feat"] = _feature_regression(features, batch.mrm_feature_targets, batch.mrm_valid)
             if tasks["mrm_label"]:
                 out.losses["mrm_label"] = _cross_entropy(out.mrm_label_logits, batch.mrm_label_targets)
         if tasks["itm"] or tasks["qa"]:

@@ -43,6 +43,8 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = len(self.normalized_shape)
+        if n == 1 and x.shape[-1:] == self.normalized_shape:  # one normalised dim: the op's own layout
+            return ops.layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
         if tuple(x.shape[x.dim() - n:]) != self.normalized_shape:
             raise ValueError(f"x: expected trailing dims {self.normalized_shape}, got shape {tuple(x.shape)}")
         # The ops normalise over the last dim; several normalised dims are flattened into one.

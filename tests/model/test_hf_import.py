@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from semvlp import SemVLPConfig, SemVLPForPretraining, SemVLPModel, load_hf_bert
 from tolerances import HF_IMPORT_ATOL
@@ -103,3 +103,55 @@ def test_missing_files_and_mismatched_shapes_are_named(tmp_path, checkpoint):
         load_hf_bert(shallow, checkpoint)
     with pytest.raises(ValueError, match="model: expected a SemVLPModel or a model with a `.semvlp` backbone"):
         load_hf_bert(torch.nn.Linear(2, 2), checkpoint)
+
+
+def _rewrite_weights(folder, change):
+    """folder/model.safetensors with change(tensors) applied."""
+    tensors = load_file(str(folder / "model.safetensors"))
+    change(tensors)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def test_a_checkpoint_without_encoder_layers_is_refused_naming_the_file_and_keys(tmp_path):
+    _tiny_hf_pretraining_checkpoint(tmp_path)
+    _rewrite_weights(tmp_path, lambda t: [t.pop(k) for k in list(t) if ".encoder.layer." in k])
+    with pytest.raises(ValueError, match=r"model.safetensors holds no complete encoder layer \(of the 2 its "
+                                         r"config.json names\); expected Hugging Face BERT keys such as "
+                                         r"\['encoder.layer.0.attention.self.query.weight'"):
+        SemVLPModel.from_hf_bert(tmp_path)
+
+
+def test_a_checkpoint_of_another_model_family_loads_no_layer_and_is_refused(tmp_path):
+    """RoBERTa-style names ("roberta." prefix): nothing maps onto the encoder, which would stay random."""
+    _tiny_hf_pretraining_checkpoint(tmp_path)
+    _rewrite_weights(tmp_path, lambda t: t.update({k.replace("bert.", "roberta.", 1): t.pop(k) for k in list(t)}))
+    model = SemVLPForPretraining(SemVLPConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                              num_attention_heads=2, intermediate_size=24, max_position_embeddings=20))
+    before = model.semvlp.encoder.layers[0].self_attention.qkv.weight.clone()
+    with pytest.raises(ValueError, match=r"holds no complete encoder layer .* 32 missing in all"):
+        load_hf_bert(model, tmp_path)
+    assert torch.equal(model.semvlp.encoder.layers[0].self_attention.qkv.weight, before)  # nothing half-loaded
+
+
+def test_a_layer_with_a_missing_tensor_is_named(tmp_path):
+    _tiny_hf_pretraining_checkpoint(tmp_path)
+    _rewrite_weights(tmp_path, lambda t: t.pop("bert.encoder.layer.1.output.LayerNorm.bias"))
+    with pytest.raises(ValueError, match=r"holds no complete encoder layer \[1\] \(of the 2 its config.json names\)"
+                                         r"; expected Hugging Face BERT keys such as "
+                                         r"\['encoder.layer.1.output.LayerNorm.bias'\]"):
+        SemVLPModel.from_hf_bert(tmp_path)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"hidden_size": 16}', r"config.json: expected num_hidden_layers, a positive integer, got None"),
+    ('{"num_hidden_layers": true}', r"config.json: expected num_hidden_layers, a positive integer, got True"),
+    ('[1, 2]', r"config.json holds a JSON list, expected an object"),
+    ('{"num_hidden_layers": 2', r"config.json is not valid JSON"),
+])
+def test_a_bad_config_json_is_named(tmp_path, text, message):
+    _tiny_hf_pretraining_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(text)
+    model = SemVLPModel(SemVLPConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=24, max_position_embeddings=20))
+    with pytest.raises(ValueError, match=message):
+        load_hf_bert(model, tmp_path)

@@ -15,6 +15,7 @@ CONFIGS = [
     dict(normalized_shape=(3, 5), eps=1e-12),
     dict(normalized_shape=[7], bias=False),
     dict(normalized_shape=6, elementwise_affine=False),
+    dict(normalized_shape=10, eps=2.0),  # comparable to the inputs' variance (9): a dropped eps shows at once
 ]
 
 

@@ -12,6 +12,7 @@ from transformers.models.visual_bert import modeling_visual_bert as visual_bert
 
 from .fused import (FusedBertSelfAttention, FusedDenseAddNorm, FusedIntermediate, FusedLxmertAttention,
                     FusedVisualBertSelfAttention)
+from .wrappers import ATTENTION_CHILDREN, DENSE_ADD_NORM_CHILDREN, INTERMEDIATE_CHILDREN
 
 ATTENTION, FEED_FORWARD, ATTENTION_OUTPUT = "self-attention", "feed-forward", "attention output"
 
@@ -78,3 +79,12 @@ FUSED = {
     lxmert.LxmertIntermediate: (SemvlpLxmertIntermediate, FEED_FORWARD),
     lxmert.LxmertOutput: (SemvlpLxmertOutput, FEED_FORWARD),
 }
+
+
+def children_read(fused_class: type) -> dict[str, tuple[type, ...]]:
+    """The children a fused class reads directly (name -> the plain classes it can read)."""
+    if issubclass(fused_class, FusedDenseAddNorm):
+        return DENSE_ADD_NORM_CHILDREN
+    if issubclass(fused_class, FusedIntermediate):
+        return INTERMEDIATE_CHILDREN
+    return ATTENTION_CHILDREN

@@ -6,11 +6,14 @@ module still passes `isinstance` checks against its Hugging Face class (so Huggi
 keeps working), and `super().forward` is the original computation, used for the calls the fused path does
 not serve (attention weights requested, a key/value cache, a mask that is not plain key padding).
 
-The mixins read only the attributes the Hugging Face modules already have, plus `_semvlp_backend`.
+The mixins read only the attributes the Hugging Face modules already have, plus `_semvlp_backend`. Each call
+first checks that the children it reads are plain and unhooked (`wrappers.wrapped_reason`): a LoRA or quantized
+wrapper, a hook or an accelerate offloading hook added after patching makes that call run the original code.
 """
 
 from __future__ import annotations
 
+import importlib
 import weakref
 
 import torch
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 
 from ... import ops
 from .transformer_layer import hf_gelu_form
+from .wrappers import ATTENTION_CHILDREN, DENSE_ADD_NORM_CHILDREN, INTERMEDIATE_CHILDREN, wrapped_reason
 
 
 class _KeyPaddingCache:
@@ -53,7 +57,9 @@ def key_padding_mask(mask, batch: int, seqlen_k: int):
     Accepts None, a 2D 0/1 mask (flash-attention style), and 4D (batch or 1, 1, 1 or seqlen_q, seqlen_k)
     masks, bool (True = attend) or additive float (0 = attend, the dtype's minimum = masked). Returns
     NOT_KEY_PADDING for anything else: a BlockMask, query rows that differ (a custom 4D mask), or additive
-    values other than 0 and the minimum (a bias).
+    values other than 0 and the minimum (a bias). While compiling or exporting, a 4D mask also gives
+    NOT_KEY_PADDING: checking its values is a host sync that breaks the graph (pass 2D masks, as
+    attn_implementation="semvlp" does, to keep the fused attention there).
     """
     if mask is None:
         return None
@@ -62,6 +68,8 @@ def key_padding_mask(mask, batch: int, seqlen_k: int):
     if mask.dim() == 2 and tuple(mask.shape) == (batch, seqlen_k):
         return mask.bool() if mask.dtype != torch.bool else mask
     if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, batch) or mask.shape[-1] != seqlen_k:
+        return NOT_KEY_PADDING
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return NOT_KEY_PADDING
     cached = _CACHE.lookup(mask)
     if cached is not None:
@@ -101,7 +109,11 @@ class FusedDenseAddNorm:
     LayerNorm; forward(hidden_states, input_tensor)).
     """
 
+    _semvlp_backend = "auto"
+
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        if wrapped_reason(self, DENSE_ADD_NORM_CHILDREN) is not None:
+            return super().forward(hidden_states, input_tensor)
         projected = F.linear(hidden_states, self.dense.weight)
         bias = self.dense.bias
         if projected.dtype != input_tensor.dtype:
@@ -116,7 +128,11 @@ class FusedDenseAddNorm:
 class FusedIntermediate:
     """gelu(dense(hidden_states)) with the bias add fused into the activation (BertIntermediate and twins)."""
 
+    _semvlp_backend = "auto"
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if wrapped_reason(self, INTERMEDIATE_CHILDREN) is not None:
+            return super().forward(hidden_states)
         inner = F.linear(hidden_states, self.dense.weight)
         return ops.bias_gelu(inner, self.dense.bias.to(inner.dtype), hf_gelu_form(self.intermediate_act_fn),
                              backend=self._semvlp_backend)
@@ -129,15 +145,23 @@ def _attend(module, q, k, v, mask, softmax_scale=None) -> torch.Tensor:
     return out.flatten(-2)
 
 
-def output_collector():
-    """Hugging Face's context variable of the outputs being captured (where BERT's output_attentions lives), or
-    None when this transformers version keeps it elsewhere."""
+def _find_output_collector():
     for module in ("transformers.utils.output_capturing", "transformers.utils.generic"):
         try:
-            return getattr(__import__(module, fromlist=["_active_collector"]), "_active_collector")
+            return getattr(importlib.import_module(module), "_active_collector")
         except (ImportError, AttributeError):
             continue
     return None
+
+
+# Looked up once: an import inside the forward would break torch.compile's graph.
+_OUTPUT_COLLECTOR = _find_output_collector()
+
+
+def output_collector():
+    """Hugging Face's context variable of the outputs being captured (where BERT's output_attentions lives), or
+    None when this transformers version keeps it elsewhere."""
+    return _OUTPUT_COLLECTOR
 
 
 def _attentions_requested(kwargs: dict) -> bool:
@@ -157,11 +181,15 @@ _CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value")
 class FusedBertSelfAttention:
     """BertSelfAttention.forward(hidden_states, attention_mask, <cache>, **kwargs) -> (context, None)."""
 
+    _semvlp_backend = "auto"
+
     def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
         batch, seqlen = hidden_states.shape[:2]
         mask = key_padding_mask(attention_mask, batch, seqlen)
         cached = args or any(kwargs.get(name) is not None for name in _CACHE_KEYWORDS)
-        if cached or mask is NOT_KEY_PADDING or _attentions_requested(kwargs):
+        # A causal (decoder) self-attention is only built with the class-level patch; patch_hf_model skips it.
+        if (cached or getattr(self, "is_causal", False) or mask is NOT_KEY_PADDING or _attentions_requested(kwargs)
+                or wrapped_reason(self, ATTENTION_CHILDREN) is not None):
             return super().forward(hidden_states, attention_mask, *args, **kwargs)
         q, k, v = fused_qkv(hidden_states, self.query, self.key, self.value, self.num_attention_heads)
         return _attend(self, q, k, v, mask, softmax_scale=getattr(self, "scaling", None)), None
@@ -170,10 +198,12 @@ class FusedBertSelfAttention:
 class FusedVisualBertSelfAttention:
     """VisualBertSelfAttention.forward(hidden_states, attention_mask, output_attentions) -> (context,)."""
 
+    _semvlp_backend = "auto"
+
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         batch, seqlen = hidden_states.shape[:2]
         mask = key_padding_mask(attention_mask, batch, seqlen)
-        if output_attentions or mask is NOT_KEY_PADDING:
+        if output_attentions or mask is NOT_KEY_PADDING or wrapped_reason(self, ATTENTION_CHILDREN) is not None:
             return super().forward(hidden_states, attention_mask, output_attentions)
         q, k, v = fused_qkv(hidden_states, self.query, self.key, self.value, self.num_attention_heads)
         return (_attend(self, q, k, v, mask),)
@@ -186,10 +216,12 @@ class FusedLxmertAttention:
     and one fused key/value matmul over the context.
     """
 
+    _semvlp_backend = "auto"
+
     def forward(self, hidden_states, context, attention_mask=None, output_attentions=False):
         batch = hidden_states.shape[0]
         mask = key_padding_mask(attention_mask, batch, context.shape[1])
-        if output_attentions or mask is NOT_KEY_PADDING:
+        if output_attentions or mask is NOT_KEY_PADDING or wrapped_reason(self, ATTENTION_CHILDREN) is not None:
             return super().forward(hidden_states, context, attention_mask, output_attentions)
         heads = self.num_attention_heads
         if context is hidden_states:

@@ -10,12 +10,13 @@ from torch import nn
 
 from ...nn.layer_norm import LayerNorm
 from .transformer_layer import hf_gelu_form
+from .wrappers import hooked_reason, wrapped_reason
 
 logger = logging.getLogger(__name__)
 
 # Attention implementations whose masks the fused attention reads (others, e.g. flex_attention's BlockMask,
 # stay with Hugging Face).
-MASK_FORMATS_READ = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3")
+MASK_FORMATS_READ = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "semvlp")
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,16 @@ def _swap_layer_norms(model: nn.Module, backend: str, record: PatchRecord) -> No
         for name, child in list(parent.named_children()):
             if type(child) is not nn.LayerNorm:
                 continue
+            path = f"{parent_path}.{name}" if parent_path else name
+            # A new module would drop the hooks on this one, and an accelerate hook moves its weights in.
+            reason = hooked_reason(child, "the LayerNorm")
+            if reason is not None:
+                if id(child) not in replacements:
+                    record.skipped.append(Skipped(path, "LayerNorm", reason))
+                continue
             ours = replacements.setdefault(id(child), _our_layer_norm(child, backend))
             setattr(parent, name, ours)
             record._undo_steps.append(lambda parent=parent, name=name, child=child: setattr(parent, name, child))
-            path = f"{parent_path}.{name}" if parent_path else name
             record.patched.append(Patched(path, "LayerNorm", f"semvlp.nn.{type(ours).__name__}"))
 
 
@@ -161,6 +168,12 @@ def patch_hf_model(model: nn.Module, *, attention: bool = True, feed_forward: bo
     read, activations other than GELU. A forward call that asks for attention weights, passes a cache or a
     mask that is not plain key padding runs the original Hugging Face code for that call.
 
+    Wrappers are honoured, never computed around: a module whose children the fused piece would read directly
+    but which are not plain torch layers (PEFT/LoRA wrappers, dynamically quantized linears, subclasses), carry
+    forward/backward hooks or accelerate's `_hf_hook` (offloading), or hold parameters on the meta device is
+    left unpatched, with the reason in `skipped`; so is a LayerNorm with hooks. Wrappers or hooks added after
+    patching make the affected piece run the original code on each call (the check is made per call).
+
     Args:
         model: any torch module holding Hugging Face BERT, VisualBERT or LXMERT layers.
         attention, feed_forward, layer_norm: which pieces to patch.
@@ -173,7 +186,7 @@ def patch_hf_model(model: nn.Module, *, attention: bool = True, feed_forward: bo
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(backend, str):
         raise ValueError(f"backend: expected a string, got {type(backend).__name__}")
-    from .classes import ATTENTION, ATTENTION_OUTPUT, FEED_FORWARD, FUSED
+    from .classes import ATTENTION, ATTENTION_OUTPUT, FEED_FORWARD, FUSED, children_read
 
     wanted = {ATTENTION: attention, ATTENTION_OUTPUT: attention, FEED_FORWARD: feed_forward}
     fused_classes = {fused for fused, _ in FUSED.values()}
@@ -199,6 +212,9 @@ def patch_hf_model(model: nn.Module, *, attention: bool = True, feed_forward: bo
             reasons = _feed_forward_reasons(module)
         else:
             reasons = []
+        wrapped = wrapped_reason(module, children_read(fused_class))
+        if wrapped is not None:
+            reasons.append(wrapped)
         if reasons:
             record.skipped.append(Skipped(path, kind.__name__, "; ".join(reasons)))
             continue

@@ -89,3 +89,14 @@ def output_tensors(output) -> dict[str, torch.Tensor]:
     for key, value in output.items():
         visit(key, value)
     return found
+
+
+def assert_outputs_close(actual, expected) -> None:
+    """Every output tensor of two model outputs within the drop-in's tolerance (tests/tolerances.py)."""
+    from tolerances import PATCH_OUTPUT_ATOL, max_error
+
+    got, want = output_tensors(actual), output_tensors(expected)
+    assert got.keys() == want.keys() and want
+    for name in want:
+        err = max_error(got[name], want[name])
+        assert err <= PATCH_OUTPUT_ATOL, f"{name}: max error {err:.2e}"

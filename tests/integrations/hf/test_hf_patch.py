@@ -12,39 +12,15 @@ from torch import nn
 from transformers import BertConfig, BertLMHeadModel
 
 import semvlp
-from semvlp import ops
 from semvlp.nn import LayerNorm
-from hf_models import FAMILIES, bert, output_tensors
-from tolerances import PATCH_GRAD_ATOL, PATCH_OUTPUT_ATOL, max_error
+from hf_models import FAMILIES, assert_outputs_close, bert, output_tensors
+from tolerances import PATCH_GRAD_ATOL, max_error
 
 # Fused calls per forward: attention modules (LXMERT: l + r + 4 per cross layer), and add_layer_norm calls
 # (two per layer: attention output and feed-forward output; LXMERT's cross layer has six).
 EXPECTED_CALLS = {"bert": {"attention": 2, "bias_gelu": 2, "add_layer_norm": 4},
                   "visual_bert": {"attention": 2, "bias_gelu": 2, "add_layer_norm": 4},
                   "lxmert": {"attention": 2 + 1 + 2 * 4, "bias_gelu": 2 + 1 + 2 * 2, "add_layer_norm": 6 + 2 * 6}}
-
-
-@pytest.fixture
-def op_calls(monkeypatch):
-    """Counts the calls of the fused ops the patched pieces must go through."""
-    counts = {name: 0 for name in ("attention", "bias_gelu", "add_layer_norm", "layer_norm")}
-    for name in counts:
-        original = getattr(ops, name)
-
-        def counted(*args, _name=name, _original=original, **kwargs):
-            counts[_name] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(ops, name, counted)
-    return counts
-
-
-def _assert_outputs_close(actual, expected):
-    got, want = output_tensors(actual), output_tensors(expected)
-    assert got.keys() == want.keys() and want
-    for name in want:
-        err = max_error(got[name], want[name])
-        assert err <= PATCH_OUTPUT_ATOL, f"{name}: max error {err:.2e}"
 
 
 def _assert_grads_close(patched: nn.Module, original: nn.Module):
@@ -76,7 +52,7 @@ def test_patched_outputs_and_gradients_match(family, training, op_calls):
     for name, count in EXPECTED_CALLS[family].items():
         assert op_calls[name] == count, f"{name}: {op_calls[name]} calls, expected {count}"
     assert op_calls["layer_norm"] > 0
-    _assert_outputs_close(actual, expected)
+    assert_outputs_close(actual, expected)
 
     expected.loss.backward()
     actual.loss.backward()
@@ -89,7 +65,7 @@ def test_bert_masks_of_each_attention_implementation(implementation, op_calls):
     original.eval()
     patched = copy.deepcopy(original)
     semvlp.patch_hf_model(patched)
-    _assert_outputs_close(patched(**inputs), original(**inputs))
+    assert_outputs_close(patched(**inputs), original(**inputs))
     assert op_calls["attention"] == 2
 
 
@@ -103,7 +79,7 @@ def test_custom_4d_mask_runs_the_original_attention(op_calls):
     allowed = torch.eye(seqlen, dtype=torch.bool)
     allowed[:, :2] = True
     inputs["attention_mask"] = allowed.expand(inputs["input_ids"].shape[0], 1, seqlen, seqlen)
-    _assert_outputs_close(patched(**inputs), original(**inputs))
+    assert_outputs_close(patched(**inputs), original(**inputs))
     assert op_calls["attention"] == 0 and op_calls["add_layer_norm"] == 4
 
 
@@ -125,12 +101,12 @@ def test_state_dict_is_unchanged_and_round_trips():
     fresh.eval()
     semvlp.patch_hf_model(fresh)
     fresh.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
-    _assert_outputs_close(fresh(**inputs), original(**inputs))
+    assert_outputs_close(fresh(**inputs), original(**inputs))
     # and the other way: a patched model's state_dict loads strictly into a plain Hugging Face model
     plain, _ = bert(seed=2)
     plain.eval()
     plain.load_state_dict(fresh.state_dict(), strict=True)
-    _assert_outputs_close(plain(**inputs), original(**inputs))
+    assert_outputs_close(plain(**inputs), original(**inputs))
 
 
 def test_undo_restores_every_module_and_keeps_trained_weights():
@@ -145,7 +121,7 @@ def test_undo_restores_every_module_and_keeps_trained_weights():
     record.undo()
     assert {name: type(m) for name, m in model.named_modules()} == classes
     assert not any(hasattr(m, "_semvlp_backend") for m in model.modules())
-    _assert_outputs_close(model(**inputs), expected)
+    assert_outputs_close(model(**inputs), expected)
     with pytest.raises(RuntimeError, match="undone already"):
         record.undo()
 
@@ -174,7 +150,7 @@ def test_output_attentions_and_hidden_states_requests_still_work(op_calls):
     expected = original(**inputs, output_attentions=True, output_hidden_states=True)
     actual = patched(**inputs, output_attentions=True, output_hidden_states=True)
     assert len(actual.attentions) == 2 and len(actual.hidden_states) == 3
-    _assert_outputs_close(actual, expected)
+    assert_outputs_close(actual, expected)
     assert op_calls["attention"] == 0  # the weights come from the original attention
 
 
@@ -196,7 +172,7 @@ def test_unsupported_configurations_are_left_alone_and_reported():
     ids = torch.randint(4, 97, (2, 6))
     encoder_states = torch.randn(2, 4, 32)
     kwargs = dict(input_ids=ids, encoder_hidden_states=encoder_states, use_cache=True)
-    _assert_outputs_close(model(**kwargs), reference(**kwargs))
+    assert_outputs_close(model(**kwargs), reference(**kwargs))
 
 
 def test_patching_twice_and_non_hf_models():
@@ -216,7 +192,7 @@ def test_patched_model_pickles():
     model.eval()
     semvlp.patch_hf_model(model)
     clone = pickle.loads(pickle.dumps(model))
-    _assert_outputs_close(clone(**inputs), model(**inputs))
+    assert_outputs_close(clone(**inputs), model(**inputs))
 
 
 @pytest.mark.gpu
@@ -252,5 +228,5 @@ def test_output_attentions_passed_down_is_served_without_the_capture_hook(monkey
     original.eval()
     patched = copy.deepcopy(original)
     semvlp.patch_hf_model(patched)
-    _assert_outputs_close(patched(**inputs, output_attentions=True), original(**inputs, output_attentions=True))
+    assert_outputs_close(patched(**inputs, output_attentions=True), original(**inputs, output_attentions=True))
     assert op_calls["attention"] == 0

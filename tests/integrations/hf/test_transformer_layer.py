@@ -146,3 +146,24 @@ def test_the_old_import_path_still_works_with_a_warning(name):
     assert moved is getattr(semvlp.integrations.hf, name)
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         semvlp.nn.Nothing
+
+
+def test_from_hf_takes_the_layers_dropouts_and_layer_norm_eps():
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=FFN,
+                        hidden_dropout_prob=0.15, attention_probs_dropout_prob=0.3, layer_norm_eps=1e-3,
+                        attn_implementation="eager")
+    hf = BertLayer(config).eval()
+    ours = TransformerLayer.from_hf(hf).eval()
+    assert ours.self_attention.attention_dropout == 0.3
+    assert ours.self_attention.output.dropout == 0.15 and ours.feed_forward.dropout == 0.15
+    # Rows of variance about 1e-4 against eps=1e-3: the output shows whether the eps came across.
+    with torch.no_grad():
+        for dense in (hf.attention.output.dense, hf.output.dense):
+            dense.weight.mul_(0.01)
+        ours = TransformerLayer.from_hf(hf).eval()
+        x, mask = _batch([6, 4], 6)
+        x = 0.01 * x
+        assert max_error(ours(x, mask)[mask], hf(x, _additive(mask))[mask]) <= TRANSFORMER_LAYER_ATOL
+        hf.attention.output.LayerNorm.eps = hf.output.LayerNorm.eps = 1e-12
+        assert max_error(ours(x, mask)[mask], hf(x, _additive(mask))[mask]) > 100 * TRANSFORMER_LAYER_ATOL
