@@ -1,14 +1,16 @@
 """Build script for semvlp.
 
 The Python packages are always installed. `kernels/` (Triton) is installed as the subpackage
-`semvlp.kernels`, never as a top-level module. The CUDA extension `semvlp._C` is built from `csrc/`
-only where `cuda_extensions()` finds a CUDA toolkit and a CUDA build of torch.
+`semvlp.kernels`, never as a top-level module, and `configs/` (model and DeepSpeed presets) as the package data
+`semvlp/configs`. The CUDA extension `semvlp._C` is built from `csrc/` only where `cuda_extensions()` finds a
+CUDA toolkit of the same major version as torch's CUDA build; otherwise the install is pure Python.
 """
 
 import glob
 import os
 import re
 import shutil
+import subprocess
 
 from setuptools import find_packages, setup
 
@@ -26,6 +28,17 @@ def cuda_toolkit() -> str | None:
                 os.path.join(home, "include", "cuda_runtime.h")):
             return home
     return None
+
+
+def nvcc_cuda_version(home: str) -> str | None:
+    """The CUDA release of `home`/bin/nvcc ("13.0"), or None if it cannot be read."""
+    try:
+        out = subprocess.run([os.path.join(home, "bin", "nvcc"), "--version"], capture_output=True, text=True,
+                             check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"release (\d+\.\d+)", out)
+    return found.group(1) if found else None
 
 
 def arch_flags(archs: str) -> tuple[list[str], str]:
@@ -56,6 +69,14 @@ def cuda_extensions():
     home = cuda_toolkit()
     if home is None:
         print("semvlp: no CUDA toolkit (nvcc) found (set CUDA_HOME), installing without semvlp._C")
+        return []
+    nvcc = nvcc_cuda_version(home)
+    if nvcc is None or nvcc.split(".")[0] != torch.version.cuda.split(".")[0]:
+        # torch refuses to compile against a toolkit of another major version, and the result would not load.
+        print(f"semvlp: the CUDA toolkit in {home} is CUDA {nvcc or 'of an unknown version'} but torch "
+              f"{torch.__version__} is built for CUDA {torch.version.cuda}; installing without semvlp._C "
+              f"(the Triton and PyTorch backends still work). To build it, point CUDA_HOME at a CUDA "
+              f"{torch.version.cuda.split('.')[0]}.x toolkit or install the torch build for your toolkit.")
         return []
     # torch.utils.cpp_extension reads both variables when imported.
     os.environ["CUDA_HOME"] = home
@@ -90,24 +111,36 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
-    packages=find_packages(include=["semvlp", "semvlp.*"]) + ["semvlp.kernels"],
-    package_dir={"semvlp.kernels": "kernels"},
+    license_files=["LICENSE"],
+    # numpy 2.4 (the pinned one in requirements-dev.txt) needs Python 3.11.
+    python_requires=">=3.11",
+    packages=find_packages(include=["semvlp", "semvlp.*"]) + ["semvlp.kernels", "semvlp.configs"],
+    package_dir={"semvlp.kernels": "kernels", "semvlp.configs": "configs"},
+    package_data={"semvlp.configs": ["deepspeed/*.json", "model/*.json"]},
+    # The core: the model, kernels, data formats, fine-tuning, evaluation and the demo.
     install_requires=[
         "torch>=2.4",
         "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
-        "deepspeed",
-        "tokenizers",
-        "safetensors",
         "numpy",
+        "safetensors",
+        "tokenizers",
         "tqdm",
         "h5py",
         "pillow",
-        "matplotlib",
-        "tensorboard",
     ],
-    # easy-VQA's pictures and questions ship in this package: `pip install semvlp[easy-vqa]`.
-    extras_require={"easy-vqa": ["easy-vqa"]},
+    extras_require={
+        # `semvlp pretrain` and the ablation: DeepSpeed, TensorBoard logs, loss curves.
+        "train": ["deepspeed", "tensorboard", "matplotlib"],
+        # semvlp.integrations.hf: patching transformers models, BERT import, save/from_pretrained.
+        "hf": ["transformers>=5", "huggingface_hub"],
+        # Extra providers for bench/. NVIDIA apex has no usable wheel (the PyPI `apex` is another project);
+        # build it from source (github.com/NVIDIA/apex) to benchmark against it.
+        "bench": ["flash-attn", "liger-kernel", "matplotlib"],
+        # easy-VQA's pictures and questions ship in this package.
+        "easy-vqa": ["easy-vqa"],
+        # `semvlp data features`: grid features of transformers backbones, torchvision Faster R-CNN regions.
+        "features": ["transformers>=5", "torchvision", "pillow"],
+    },
     entry_points={"console_scripts": ["semvlp = semvlp.cli:main"]},
     ext_modules=extensions,
     cmdclass=build_commands(extensions),

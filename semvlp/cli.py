@@ -9,6 +9,49 @@ from pathlib import Path
 
 import torch
 
+from .presets import find_config
+from .train.precision import PRECISIONS, autocast, resolve_precision
+
+PRECISION_HELP = ("auto: bf16 where the GPU or CPU runs it natively (AVX-512 BF16/AMX), fp32 otherwise; "
+                  "bf16, fp16 (GPU only) or fp32 to choose")
+
+
+def _model_config(value: str) -> str:
+    """A model config file, or a shipped preset by name (tiny, base)."""
+    return find_config(value, "model")
+
+
+def _deepspeed_config(value: str) -> str:
+    """A DeepSpeed config file, or a shipped preset by name (zero2_auto, zero3_bf16, ...)."""
+    return find_config(value, "deepspeed")
+
+
+def _precision(args, device):
+    """The run's precision (semvlp.train.precision), announced in one line."""
+    precision = resolve_precision(args.precision, device)
+    print(precision.describe(), flush=True)
+    return precision
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least {least}, got {text!r}")
+    return value
+
 
 def _demo(args) -> int:
     """One real forward and backward pass of the pretraining model in both modes on a random batch."""
@@ -16,6 +59,7 @@ def _demo(args) -> int:
     from .model import SemVLPConfig, SemVLPForPretraining
     from .ops.dispatch import backends
 
+    precision = _precision(args, "cpu")
     torch.manual_seed(args.seed)
     config = SemVLPConfig.load(args.model_config)
     model = SemVLPForPretraining(config)
@@ -28,7 +72,8 @@ def _demo(args) -> int:
           f"{batch.layout.total_regions} regions, packed into {batch.layout.total_tokens} tokens")
     for mode in ("single", "two"):
         model.zero_grad(set_to_none=True)
-        out = model(batch, mode=mode)
+        with autocast(precision, "cpu"):
+            out = model(batch, mode=mode)
         out.loss.backward()
         with_grad = sum(p.grad is not None for p in model.parameters())
         grad_norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
@@ -39,7 +84,13 @@ def _demo(args) -> int:
 
 
 def _pretrain(args) -> int:
-    from .train.loop import NonFiniteLossError, pretrain
+    try:
+        from .train.loop import NonFiniteLossError, pretrain
+    except ModuleNotFoundError as err:
+        if err.name != "deepspeed":
+            raise
+        message = "semvlp pretrain needs DeepSpeed, which is not installed: pip install 'semvlp[train]'"
+        raise SystemExit(message) from err
     from .train.options import PretrainOptions
 
     try:
@@ -88,10 +139,18 @@ def _vocab(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from .data.formats.convert import convert_folder
+
+    written = convert_folder(args.data, args.out)
+    print(f"wrote {args.out}: {len(written)} files and folders with canonical image ids")
+    return 0
+
+
 def _export(args) -> int:
     from .train.checkpoint import export_safetensors
 
-    print(f"wrote {export_safetensors(args.checkpoints, args.out, args.tag)}")
+    print(f"wrote {export_safetensors(args.checkpoints, args.out, args.tag, vocab=args.vocab)}")
     return 0
 
 
@@ -115,14 +174,53 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _load_pretrained(path, argument: str):
+    """load_pretrained of --init or --model, with one clear error for weights that are not safetensors (semvlp
+    never unpickles weights): a .bin or .pt file, or an export whose model.safetensors is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    from .finetune.loop import load_pretrained
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except SafetensorError as err:
+            raise ValueError(f"{argument}: {path} is not a safetensors file ({err}); semvlp reads weights only from "
+                             "safetensors: pass a pretraining export folder (model.safetensors and config.json, "
+                             "from `semvlp pretrain --export` or `semvlp export`)") from err
+        path = path.parent
+    try:
+        return load_pretrained(path)
+    except SafetensorError as err:
+        raise ValueError(f"{argument}: the model.safetensors in {path} is not a readable safetensors file ({err})") \
+            from err
+
+
+def _finetune_engine(args):
+    """The DeepSpeed options of `semvlp finetune`, or None for the plain loop (which takes none of them)."""
+    from .finetune.engine_loop import EngineOptions
+
+    if args.deepspeed_config is None:
+        given = [flag for flag, value in (("--gradient-accumulation-steps", args.gradient_accumulation_steps),
+                                          ("--checkpoint-every", args.checkpoint_every),
+                                          ("--resume", args.resume), ("--overwrite", args.overwrite)) if value]
+        if given:
+            raise ValueError(f"{', '.join(given)}: need --deepspeed-config (fine-tuning under DeepSpeed)")
+        return None
+    return EngineOptions(args.deepspeed_config, args.gradient_accumulation_steps, args.checkpoint_every or 500,
+                         resume=args.resume, overwrite=args.overwrite, precision=args.precision)
+
+
 def _finetune(args) -> int:
     from .finetune.run import TaskData, format_metrics, run_finetune, tokenizer_for
-    from .finetune.loop import FinetuneOptions, load_pretrained
+    from .finetune.loop import FinetuneOptions
 
     if args.init is None and args.model_config is None:
         raise SystemExit("semvlp finetune: pass --init (a pretraining export) or --model-config (train from scratch)")
     if args.init:
-        config, state = load_pretrained(args.init)
+        config, state = _load_pretrained(args.init, "init")
     else:
         from .model import SemVLPConfig
 
@@ -130,10 +228,16 @@ def _finetune(args) -> int:
     vocab = args.vocab or _vocab_beside(args.init)
     data = TaskData(args.data, tokenizer_for(config, vocab), config.visual_feat_dim, args.feature_format,
                     _bad_records(args))
+    engine = _finetune_engine(args)
+    # Under DeepSpeed the precision is settled with the config file (semvlp.train.ds_config); the engine reports it.
+    precision = resolve_precision(args.precision, _device()) if engine else _precision(args, _device())
     options = FinetuneOptions(args.task, args.mode, args.steps, args.batch_size, args.lr, args.warmup_steps,
-                              args.weight_decay, seed=args.seed)
+                              args.weight_decay, seed=args.seed, precision=precision.name)
+    # finetune() casts each step's forward itself: a context around the loop would keep stale cast weights.
     results = run_finetune(options, data, config, state, args.output, args.train_split, tuple(args.eval_splits),
-                           args.max_answers, args.eval_batch_size, args.retrieval_images, _device())
+                           args.max_answers, args.eval_batch_size, args.retrieval_images, _device(), engine=engine)
+    if results is None:  # a rank other than 0 of a DeepSpeed launch: rank 0 saves, evaluates and reports
+        return 0
     print(f"{args.task} ({args.mode}-stream) after {args.steps} steps:\n{format_metrics(results)}")
     print(f"model, finetune.json, metrics.jsonl and results.json in {args.output}")
     if args.report:
@@ -148,22 +252,34 @@ def _finetune(args) -> int:
 
 def _eval(args) -> int:
     from .finetune.run import TaskData, evaluate, format_metrics, tokenizer_for
-    from .finetune.loop import FinetuneOptions, init_model, load_finetuned, load_pretrained
+    from .finetune.loop import FinetuneOptions, init_model, load_finetuned
 
+    precision = _precision(args, _device())
     if (Path(args.model) / "finetune.json").is_file():
         model, options = load_finetuned(args.model, _device())
     else:
         # A pretraining export: its ITM head, as pretrained, is the matching and retrieval model.
-        config, state = load_pretrained(args.model)
+        config, state = _load_pretrained(args.model, "model")
         model, options = init_model("itm", config, state, None, 0).to(_device()), FinetuneOptions("itm", args.mode)
     data = TaskData(args.data, tokenizer_for(model.config, args.vocab or _vocab_beside(args.model)),
                     model.config.visual_feat_dim, args.feature_format, _bad_records(args))
-    results = {split: evaluate(model, options, data, split, args.batch_size, args.retrieval_images)
-               for split in args.splits}
+    with autocast(precision, _device()):
+        results = {split: evaluate(model, options, data, split, args.batch_size, args.retrieval_images)
+                   for split in args.splits}
     print(f"{options.task} ({options.mode}-stream):\n{format_metrics(results)}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.out}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .finetune.predict import run_predict
+
+    count = run_predict(args.task, args.model, args.data, args.split, args.out, args.vocab or _vocab_beside(args.model),
+                        args.batch_size, args.retrieval_images, args.top_k, args.feature_format, _bad_records(args),
+                        _device())
+    print(f"wrote {args.out}: {args.task} predictions for {count} {args.split} queries")
     return 0
 
 
@@ -177,6 +293,20 @@ def _easy_vqa(args) -> int:
         return 1
     sizes = ", ".join(f"{split} {sum(c.values())} questions" for split, c in counts.items())
     print(f"wrote {args.out}: easy-VQA {sizes}; features as {args.formats}")
+    return 0
+
+
+def _features(args) -> int:
+    from .data.extract_features import DetectorExtractor, GridExtractor, extract_features
+
+    try:
+        extractor = (GridExtractor(args.backbone, args.grid, args.device) if args.backbone else
+                     DetectorExtractor(args.detector, args.max_regions, args.score_threshold, args.device))
+    except ImportError as err:
+        print(f"semvlp data features: {err}", file=sys.stderr)
+        return 1
+    summary = extract_features(args.images, args.out, extractor, args.format, args.batch_size, args.workers)
+    print(f"wrote {summary.path}: {summary.written} images, {summary.skipped} already there")
     return 0
 
 
@@ -197,24 +327,38 @@ def _add_finetune(commands) -> None:
                         "nlvr2: a statement about two images, true or false")
     p.add_argument("--data", required=True, help="data folder in the real formats (semvlp data synth / easy-vqa)")
     p.add_argument("--init", help="pretraining export (OUTPUT/export of semvlp pretrain --export) or run folder")
-    p.add_argument("--model-config", help="without --init: model config JSON to train from scratch")
+    p.add_argument("--model-config", type=_model_config,
+                   help="without --init: model config JSON (or a preset: tiny, base) to train from scratch")
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: the one beside --init)")
     p.add_argument("--output", required=True, help="folder for model.safetensors, finetune.json, metrics, results")
     p.add_argument("--mode", choices=("single", "two"), default="single", help="stream mode to fine-tune and run in")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--warmup-steps", type=non_negative_int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0, help="new heads, data order and dropout")
     p.add_argument("--train-split", default="train")
     p.add_argument("--eval-splits", nargs="+", default=["val"], help="splits evaluated at the end")
-    p.add_argument("--max-answers", type=int, default=3129, help="qa: answer vocabulary size (most common first)")
-    p.add_argument("--eval-batch-size", type=int, default=128)
-    p.add_argument("--retrieval-images", type=int, default=100, help="itm: images in the retrieval pool")
+    p.add_argument("--max-answers", type=positive_int, default=3129,
+                   help="qa: answer vocabulary size (most common first)")
+    p.add_argument("--eval-batch-size", type=positive_int, default=128)
+    p.add_argument("--retrieval-images", type=positive_int, default=100, help="itm: images in the retrieval pool")
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
     p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
     p.add_argument("--report", help="also write <split>_accuracy of every eval split and the set-up to this JSON")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    ds = p.add_argument_group("DeepSpeed", "train under DeepSpeed as pretraining does (launch with deepspeed or "
+                                           "torchrun for several ranks); --batch-size is then the micro-batch per rank")
+    ds.add_argument("--deepspeed-config", type=_deepspeed_config,
+                    help="DeepSpeed config JSON or preset (zero2_auto, zero1_bf16, ...; ZeRO stage 0-2)")
+    ds.add_argument("--gradient-accumulation-steps", type=positive_int,
+                    help="micro-batches per optimizer step (default: the config's)")
+    ds.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default 500; and at "
+                                                                   "the end) in OUTPUT/checkpoints")
+    ds.add_argument("--resume", action="store_true", help="continue the run in --output from its latest checkpoint")
+    ds.add_argument("--overwrite", action="store_true",
+                    help="remove an earlier run's checkpoints, metrics and results from --output first")
     p.set_defaults(run=_finetune)
 
     e = commands.add_parser("eval", help="evaluate a fine-tuned model on splits of a data folder")
@@ -225,12 +369,29 @@ def _add_finetune(commands) -> None:
     e.add_argument("--data", required=True, help="data folder in the real formats")
     e.add_argument("--splits", nargs="+", default=["test"])
     e.add_argument("--vocab", help="WordPiece vocab.txt (default: the one beside the model)")
-    e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument("--retrieval-images", type=int, default=100, help="itm: images in the retrieval pool")
+    e.add_argument("--batch-size", type=positive_int, default=128)
+    e.add_argument("--retrieval-images", type=positive_int, default=100, help="itm: images in the retrieval pool")
     e.add_argument("--out", help="write the results as JSON here")
     e.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
     e.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
+    e.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     e.set_defaults(run=_eval)
+
+    r = commands.add_parser("predict", help="write a fine-tuned model's predictions on a split (labels not needed)")
+    r.add_argument("--task", choices=("vqa", "retrieval", "nlvr2"), required=True,
+                   help="vqa: [{question_id, answer}] from the questions alone; retrieval: ranked images per caption "
+                        "and captions per image; nlvr2: [{identifier, prediction}]")
+    r.add_argument("--model", required=True, help="a semvlp finetune output folder of the matching task")
+    r.add_argument("--data", required=True, help="data folder in the real formats")
+    r.add_argument("--split", default="test")
+    r.add_argument("--out", required=True, help="the predictions JSON to write")
+    r.add_argument("--vocab", help="WordPiece vocab.txt (default: the one beside the model)")
+    r.add_argument("--batch-size", type=positive_int, default=128)
+    r.add_argument("--retrieval-images", type=positive_int, default=100, help="retrieval: images in the pool")
+    r.add_argument("--top-k", type=positive_int, default=10, help="retrieval: entries in each ranking")
+    r.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
+    r.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
+    r.set_defaults(run=_predict)
 
 
 def _add_ablation(commands) -> None:
@@ -243,8 +404,8 @@ def _add_ablation(commands) -> None:
     p.add_argument("--reports", default=d.reports, help="folder for ablation.json, ablation.md, ablation.png")
     p.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=d.schedules)
     p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
-    p.add_argument("--model-config", default=d.model_config)
-    p.add_argument("--deepspeed-config", default=d.deepspeed_config)
+    p.add_argument("--model-config", type=_model_config, default=d.model_config)
+    p.add_argument("--deepspeed-config", type=_deepspeed_config, default=d.deepspeed_config)
     p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps, help="the same for every schedule")
     p.add_argument("--micro-batch-size", type=int, default=d.micro_batch_size, help="pretraining batch")
     p.add_argument("--lr", type=float, default=d.lr, help="pretraining peak learning rate")
@@ -273,19 +434,29 @@ def _add_pretrain(commands) -> None:
     p = commands.add_parser("pretrain", help="pretrain under DeepSpeed (launch with deepspeed, torchrun or plainly)")
     p.add_argument("--data", default=d.data,
                    help="'synthetic' (generated in memory) or a data folder written in the real formats")
-    p.add_argument("--model-config", required=True, help="model config JSON (configs/model/tiny.json, base.json)")
-    p.add_argument("--deepspeed-config", required=True, help="DeepSpeed config JSON (configs/deepspeed/*.json)")
+    p.add_argument("--model-config", required=True, type=_model_config,
+                   help="model config JSON, or a preset: tiny (CPU), base")
+    p.add_argument("--deepspeed-config", required=True, type=_deepspeed_config,
+                   help="DeepSpeed config JSON, or a preset: zero{0,1,2,3}_{auto,bf16,fp16,fp32}")
     p.add_argument("--output", required=True, help="run folder: checkpoints/, metrics.jsonl, tensorboard/, curves.png")
-    p.add_argument("--max-steps", type=int, required=True, help="optimizer steps (also the LR schedule's length)")
+    p.add_argument("--max-steps", type=positive_int, required=True,
+                   help="optimizer steps (also the LR schedule's length)")
     p.add_argument("--mode-schedule", choices=("alternate", "single", "two"), default=d.mode_schedule)
     p.add_argument("--mode-ratio", default=d.mode_ratio,
                    help="alternate: blocks of single-stream : blocks of two-stream")
     p.add_argument("--mode-granularity", default=d.mode_granularity,
                    help="alternate: block length, 'step', 'epoch' or N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/latest")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the checkpoints, metrics and results of an earlier run in OUTPUT first (without it, "
+                        "or --resume, a folder holding them is refused)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="--resume with a model config (sizes, tasks, loss weights) other than the checkpoint's "
+                        "(refused without it, naming the fields that differ)")
     p.add_argument("--seed", type=int, default=d.seed, help="model initialisation, data order, masking and dropout")
     p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
-    p.add_argument("--synthetic-scenes", type=int, default=d.synthetic_scenes, help="--data synthetic: training scenes")
+    p.add_argument("--synthetic-scenes", type=positive_int, default=d.synthetic_scenes,
+                   help="--data synthetic: training scenes")
     p.add_argument("--data-seed", type=int, default=d.data_seed, help="--data synthetic: seed of the scenes")
     p.add_argument("--region-features", choices=REGION_FEATURES, default=d.region_features,
                    help="--data synthetic: hand features (colour statistics, shape cues) or pooled CNN features")
@@ -294,20 +465,30 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--attribute-mask-rate", type=float, default=d.attribute_mask_rate,
                    help="share of captions with grounded words (colour words, spatial relation words) that become "
                         "attribute samples: all those words masked (ERNIE-ViL style), no ITM label")
-    p.add_argument("--micro-batch-size", type=int, help="override train_micro_batch_size_per_gpu")
-    p.add_argument("--gradient-accumulation-steps", type=int, help="override gradient_accumulation_steps")
+    p.add_argument("--micro-batch-size", type=positive_int, help="override train_micro_batch_size_per_gpu")
+    p.add_argument("--gradient-accumulation-steps", type=positive_int, help="override gradient_accumulation_steps")
     p.add_argument("--lr", type=float, help="override the peak learning rate")
-    p.add_argument("--warmup-steps", type=int, help="override the scheduler's warmup_num_steps")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+    p.add_argument("--warmup-steps", type=non_negative_int, help="override the scheduler's warmup_num_steps")
+    p.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every,
                    help="steps between checkpoints (and one at the end)")
-    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="complete checkpoints kept")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
+    p.add_argument("--keep-checkpoints", type=positive_int, default=d.keep_checkpoints,
+                   help="complete checkpoints kept")
+    p.add_argument("--eval-every", type=non_negative_int, default=d.eval_every,
                    help="steps between held-out evaluations (0: at the end only)")
-    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader worker processes per rank")
-    p.add_argument("--max-nonfinite-steps", type=int, default=d.max_nonfinite_steps,
+    p.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
+    p.add_argument("--num-workers", type=non_negative_int, default=d.num_workers,
+                   help="DataLoader worker processes per rank")
+    p.add_argument("--max-nonfinite-steps", type=positive_int, default=d.max_nonfinite_steps,
                    help="stop after this many consecutive steps with a NaN/inf loss")
     p.add_argument("--export", action="store_true", help="write OUTPUT/export/model.safetensors at the end")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help=PRECISION_HELP + "; wins over the DeepSpeed config's bf16/fp16 section, which auto keeps "
+                        "unless it says \"enabled\": \"auto\" (configs/deepspeed/zero*_auto.json)")
+    p.add_argument("--token-budget", type=positive_int,
+                   help="static-shape micro-batches: as many samples (at most --micro-batch-size) as fit in this many "
+                        "text tokens + regions, padded to exactly that (for --compile and CUDA graphs)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (mode reduce-overhead: CUDA graphs on a GPU); use with --token-budget")
     p.set_defaults(run=_pretrain)
 
 
@@ -318,12 +499,15 @@ def _add_data(commands) -> None:
                                                                                              required=True)
     synth = data.add_parser("synth", help="write the synthetic dataset in the real formats")
     synth.add_argument("--out", required=True, help="data folder to write")
-    synth.add_argument("--train", type=int, default=4000, help="training images")
-    synth.add_argument("--val", type=int, default=400, help="held-out images of the training distribution")
-    synth.add_argument("--novel", type=int, default=400, help="held-out images with held-out colour-shape combos")
-    synth.add_argument("--test", type=int, default=0, help="downstream test images (pretraining never reads them)")
+    synth.add_argument("--train", type=positive_int, default=4000, help="training images")
+    synth.add_argument("--val", type=non_negative_int, default=400,
+                       help="held-out images of the training distribution (0: none)")
+    synth.add_argument("--novel", type=non_negative_int, default=400,
+                       help="held-out images with held-out colour-shape combos (0: none)")
+    synth.add_argument("--test", type=non_negative_int, default=0,
+                       help="downstream test images (pretraining never reads them; 0: none)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--feature-dim", type=int, default=64,
+    synth.add_argument("--feature-dim", type=positive_int, default=64,
                        help="region feature size (hand features are zero-padded to it; CNN features need a "
                             "multiple of 4)")
     synth.add_argument("--region-features", choices=REGION_FEATURES, default="hand",
@@ -335,15 +519,39 @@ def _add_data(commands) -> None:
     vocab.add_argument("--corpus", nargs="+", required=True,
                        help="text files (one sentence a line), COCO captions JSON or VQA questions JSON")
     vocab.add_argument("--out", required=True, help="folder for vocab.txt")
-    vocab.add_argument("--vocab-size", type=int, default=8000)
-    vocab.add_argument("--min-frequency", type=int, default=1)
+    vocab.add_argument("--vocab-size", type=positive_int, default=8000)
+    vocab.add_argument("--min-frequency", type=positive_int, default=1)
     vocab.set_defaults(run=_vocab)
     easy = data.add_parser("easy-vqa", help="write easy-VQA (from the easy-vqa package) in the real formats")
     easy.add_argument("--out", required=True, help="data folder to write")
-    easy.add_argument("--feature-dim", type=int, default=64, help="region feature size (hand features, zero-padded)")
+    easy.add_argument("--feature-dim", type=positive_int, default=64,
+                      help="region feature size (hand features, zero-padded)")
     easy.add_argument("--formats", default="tsv", help="comma-separated feature formats: tsv,h5,npz")
-    easy.add_argument("--limit", type=int, help="only the first N images of each split")
+    easy.add_argument("--limit", type=positive_int, help="only the first N images of each split")
     easy.set_defaults(run=_easy_vqa)
+    features = data.add_parser("features", help="region features of a folder of jpg/png images: grid features of "
+                                                "a Hugging Face backbone or Faster R-CNN regions")
+    features.add_argument("--images", required=True, help="folder of .jpg/.png images (file name = image id)")
+    features.add_argument("--out", required=True, help="data folder to write features.tsv / features.h5 into; "
+                                                       "images already there are skipped")
+    source = features.add_mutually_exclusive_group(required=True)
+    source.add_argument("--backbone", help="grid features: a model folder (or hub id) for transformers' AutoModel "
+                                           "and AutoImageProcessor (ViT, DINOv2, CLIP, ResNet, ConvNeXt, ...)")
+    source.add_argument("--detector", help="detector regions: a torchvision fasterrcnn_resnet50_fpn state-dict file")
+    features.add_argument("--grid", type=positive_int, help="--backbone: average-pool to N x N cells (default: one "
+                                                            "region per patch or feature-map cell)")
+    features.add_argument("--max-regions", type=positive_int, default=36, help="--detector: best boxes per image")
+    features.add_argument("--score-threshold", type=float, default=0.2, help="--detector: keep boxes above it")
+    features.add_argument("--format", choices=("tsv", "h5"), default="tsv", help="LXMERT TSV or HDF5")
+    features.add_argument("--batch-size", type=positive_int, default=8)
+    features.add_argument("--workers", type=non_negative_int, default=2, help="image-decoding processes")
+    features.add_argument("--device", help="torch device (default: cuda when there is one, else cpu)")
+    features.set_defaults(run=_features)
+    convert = data.add_parser("convert", help="copy a data folder with every image id in the canonical form "
+                                              "(COCO_<split>_<12 digits> and integers -> the integer)")
+    convert.add_argument("--data", required=True, help="data folder to read")
+    convert.add_argument("--out", required=True, help="new folder to write")
+    convert.set_defaults(run=_convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,11 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="forward+backward of the pretraining model in both modes on a random batch")
-    demo.add_argument("--model-config", required=True, help="model config JSON (e.g. configs/model/tiny.json)")
+    demo.add_argument("--model-config", required=True, type=_model_config,
+                      help="model config JSON, or a preset: tiny, base")
     demo.add_argument("--batch-size", type=int, default=8)
     demo.add_argument("--text-len", type=int, default=20)
     demo.add_argument("--num-regions", type=int, default=36)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     demo.set_defaults(run=_demo)
     _add_pretrain(commands)
     _add_data(commands)
@@ -365,14 +575,43 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="checkpoint -> model.safetensors (DeepSpeed's zero_to_fp32)")
     export.add_argument("--checkpoints", required=True, help="OUTPUT/checkpoints of a run")
     export.add_argument("--tag", help="checkpoint folder name (default: the latest)")
-    export.add_argument("--out", required=True, help="folder for model.safetensors and config.json")
+    export.add_argument("--out", required=True, help="folder for model.safetensors, config.json and README.md "
+                        "(save_pretrained layout)")
+    export.add_argument("--vocab", help="WordPiece vocab.txt of the run, copied beside the weights")
     export.set_defaults(run=_export)
     return parser
 
 
+def _raised_in_semvlp(error: BaseException) -> bool:
+    """Whether `error` was raised by semvlp's own code (a checked input, with a message meant for the user) rather
+    than inside a library it calls (where the traceback is what helps)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    # The spec names the module even where it runs as __main__ (python -m semvlp.cli).
+    spec = tb.tb_frame.f_globals.get("__spec__")
+    name = spec.name if spec is not None else tb.tb_frame.f_globals.get("__name__", "")
+    return name.split(".")[0] == "semvlp"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; a ValueError of semvlp's (bad input) becomes one `semvlp: error:` line on stderr and exit
+    status 2, and on the other ranks of a run the failure of the rank that raised it one such line and status 1."""
+    from .train.distributed import RankFailedError
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except RankFailedError as err:
+        print(f"semvlp: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except ValueError as err:
+        if not _raised_in_semvlp(err):
+            raise
+        print(f"semvlp: error: {err}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -107,7 +107,8 @@ def _pretrain(setup: AblationSetup, data: Path, vocab: Path, schedule: str, seed
         "--micro-batch-size", str(setup.micro_batch_size), "--lr", str(setup.lr),
         "--warmup-steps", str(setup.warmup_steps), "--attribute-mask-rate", str(setup.attribute_mask_rate),
         "--checkpoint-every", str(setup.pretrain_steps),
-        "--keep-checkpoints", "1", "--eval-batch-size", str(setup.eval_batch_size), "--export"]
+        "--keep-checkpoints", "1", "--eval-batch-size", str(setup.eval_batch_size), "--export",
+        "--overwrite"]  # a run that was cut short starts again from scratch
     environment = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARIABLES}
     log = out / "pretrain.log"
     with open(log, "w") as f:

@@ -1,8 +1,9 @@
 """Fine-tuning a downstream model: AdamW with linear warm-up and decay, one stream mode, plain PyTorch in one
-process (downstream models of this size fit one device; pretraining is where DeepSpeed is needed).
+process. `semvlp finetune --deepspeed-config` trains under DeepSpeed instead (semvlp.finetune.engine_loop).
 
-A fine-tuned model folder holds model.safetensors, config.json (the model), finetune.json (task, mode, answer
-vocabulary, options) and metrics.jsonl (one line per step).
+A fine-tuned model folder holds model.safetensors, config.json (the model) and README.md in the save_pretrained
+layout (so the model's class loads it with from_pretrained), finetune.json (task, mode, answer vocabulary,
+options) and metrics.jsonl (one line per step).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ..data.task_datasets import DOWNSTREAM_TASKS, collate
 from ..model import (SemVLPConfig, SemVLPForImageTextMatching, SemVLPForPairedReasoning, SemVLPForQuestionAnswering,
                      load_backbone, soft_target_loss)
 from ..model.config import MODES
+from ..model.pretrained_io import read_pretrained_config
+from ..train.precision import PRECISIONS, autocast, resolve_precision
 
 
 @dataclass
@@ -36,6 +39,7 @@ class FinetuneOptions:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
+    precision: str = "fp32"     # auto | bf16 | fp16 | fp32: autocast dtype of the forward pass (weights stay fp32)
     answers: list[str] = field(default_factory=list)   # qa: the answer vocabulary, in logit order (set from data)
 
     def __post_init__(self):
@@ -46,6 +50,8 @@ class FinetuneOptions:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
         if self.warmup_steps < 0 or self.lr <= 0:
             raise ValueError(f"lr, warmup_steps: expected lr > 0 and warmup_steps >= 0, got {self.lr}, "
                              f"{self.warmup_steps}")
@@ -75,7 +81,7 @@ def load_pretrained(path) -> tuple[SemVLPConfig, dict[str, torch.Tensor]]:
     if not weights.is_file() or not config.is_file():
         raise ValueError(f"init: expected model.safetensors and config.json in {folder} (a pretraining export, "
                          f"`semvlp pretrain --export`, or `semvlp export`)")
-    return SemVLPConfig.load(config), safetensors.torch.load_file(str(weights))
+    return read_pretrained_config(config, "init")[0], safetensors.torch.load_file(str(weights))
 
 
 def _lr_factor(step: int, options: FinetuneOptions) -> float:
@@ -98,6 +104,9 @@ def finetune(model: torch.nn.Module, dataset, options: FinetuneOptions, metrics_
         raise ValueError("dataset: expected at least one example, got none")
     device = next(model.parameters()).device
     box_dim = model.config.visual_pos_dim
+    precision = resolve_precision(options.precision, device)
+    # Loss scaling keeps small fp16 gradients from flushing to zero; it does nothing in bf16 and fp32.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.name == "fp16")
     optimizer = torch.optim.AdamW(_parameter_groups(model, options.weight_decay), lr=options.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, options))
     batch_size = min(options.batch_size, len(dataset))
@@ -116,13 +125,16 @@ def finetune(model: torch.nn.Module, dataset, options: FinetuneOptions, metrics_
             keys = order[position * batch_size:(position + 1) * batch_size]
             began = time.perf_counter()
             batch = collate([dataset[(epoch, int(i))] for i in keys], box_dim).to(device)
-            loss = task_loss(options.task, model(*batch.inputs(), mode=options.mode), batch.targets)
+            with autocast(precision, device):
+                loss = task_loss(options.task, model(*batch.inputs(), mode=options.mode), batch.targets)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"step {step + 1}: the {options.task} loss is {loss.item()}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             record = {"step": step + 1, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                       "examples_per_s": len(keys) / (time.perf_counter() - began)}
@@ -139,9 +151,8 @@ def finetune(model: torch.nn.Module, dataset, options: FinetuneOptions, metrics_
 def save_finetuned(model: torch.nn.Module, options: FinetuneOptions, folder) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    safetensors.torch.save_file(state, str(folder / "model.safetensors"))
-    model.config.save(folder / "config.json")
+    training = {key: value for key, value in asdict(options).items() if key != "answers"}
+    model.save_pretrained(folder, training=training)
     (folder / "finetune.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
     return folder
 
@@ -151,7 +162,8 @@ def load_finetuned(folder, device="cpu") -> tuple[torch.nn.Module, FinetuneOptio
     if not (folder / "finetune.json").is_file():
         raise ValueError(f"model: expected finetune.json in {folder} (a `semvlp finetune` output folder)")
     options = FinetuneOptions(**json.loads((folder / "finetune.json").read_text()))
-    model = build_model(options.task, SemVLPConfig.load(folder / "config.json"), len(options.answers))
+    config = read_pretrained_config(folder / "config.json", "model")[0]
+    model = build_model(options.task, config, len(options.answers))
     model.load_state_dict(safetensors.torch.load_file(str(folder / "model.safetensors"), device=str(device)))
     return model.to(device), options
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,9 +23,16 @@ from ..data.formats import open_features
 from ..data.records import BadRecords
 from ..data.task_datasets import MatchingDataset, PairedReasoningDataset, QuestionAnsweringDataset, answer_vocab
 from ..data.tokenizer import WordPieceTokenizer
-from ..eval.task_eval import evaluate_itm, evaluate_nlvr2, evaluate_qa, evaluate_retrieval
+from ..eval.task_eval import (RETRIEVAL_KS, checked_retrieval_pool, evaluate_itm, evaluate_nlvr2, evaluate_qa,
+                              evaluate_retrieval)
 from ..model import SemVLPConfig
+from ..train.distributed import distributed_run
+from ..train.precision import autocast, resolve_precision
+from ..train.run_folder import check_output
 from .loop import FinetuneOptions, finetune, init_model, save_finetuned
+
+if TYPE_CHECKING:  # engine_loop needs DeepSpeed (semvlp[train]); imported when a run uses it
+    from .engine_loop import EngineOptions
 
 logger = logging.getLogger("semvlp.finetune")
 
@@ -89,27 +97,45 @@ def evaluate(model, options: FinetuneOptions, data: TaskData, split: str, batch_
 def run_finetune(options: FinetuneOptions, data: TaskData, config: SemVLPConfig, state_dict: dict | None,
                  output, train_split: str = "train", eval_splits: tuple[str, ...] = ("val",), max_answers: int = 3129,
                  eval_batch_size: int = 128, retrieval_images: int = 100, device: str | torch.device = "cpu",
-                 progress: bool = True) -> dict[str, dict[str, float]]:
+                 progress: bool = True, engine: EngineOptions | None = None) -> dict[str, dict[str, float]] | None:
     """Fine-tunes, saves to `output` and evaluates on `eval_splits`; returns {split: metrics} (also written to
-    OUTPUT/results.json)."""
+    OUTPUT/results.json). With `engine` the training runs under DeepSpeed on every rank of the launch
+    (semvlp.finetune.engine_loop) and rank 0 saves and evaluates; the other ranks return None."""
     output = Path(output)
+    if engine is not None:
+        check_output(output, engine.resume, engine.overwrite)
     output.mkdir(parents=True, exist_ok=True)
     answers = None
     if options.task == "qa":
         answers = data.answers(train_split, max_answers)
         options.answers = answers.answers
     dataset = data.dataset(options.task, train_split, answers, seed=options.seed)
-    model = init_model(options.task, config, state_dict, len(answers) if answers else None, options.seed).to(device)
+    if options.task == "itm":
+        for split in eval_splits:  # a retrieval pool too small for recall@10 fails now, not after training
+            checked_retrieval_pool(data.corpus(split), retrieval_images, max(RETRIEVAL_KS))
+    model = init_model(options.task, config, state_dict, len(answers) if answers else None, options.seed)
+    if engine is None:  # DeepSpeed places the model on each rank's own device
+        model = model.to(device)
     if state_dict is None:
         # From scratch: standardise the region features as pretraining does (a pretrained model brings its own).
         mean, std = feature_statistics(data.features, data.image_ids(options.task, train_split))
         model.semvlp.region_embeddings.set_feature_statistics(mean, std)
     logger.info("fine-tuning %s on %d %s examples for %d steps (%s-stream)", options.task, len(dataset), train_split,
                 options.steps, options.mode)
-    finetune(model, dataset, options, output / "metrics.jsonl", progress)
+    if engine is None:
+        finetune(model, dataset, options, output / "metrics.jsonl", progress)
+    else:
+        with distributed_run() as env:
+            from .engine_loop import finetune_with_engine
+
+            model, is_main = finetune_with_engine(model, dataset, options, engine, output, env), env.is_main
+        if not is_main:
+            return None
     save_finetuned(model, options, output)
-    results = {split: evaluate(model, options, data, split, eval_batch_size, retrieval_images, progress)
-               for split in eval_splits}
+    # The same precision as `semvlp eval` of the saved model, so the two report the same numbers.
+    with autocast(resolve_precision(options.precision, device), device):
+        results = {split: evaluate(model, options, data, split, eval_batch_size, retrieval_images, progress)
+                   for split in eval_splits}
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

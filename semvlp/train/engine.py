@@ -21,6 +21,10 @@ rank runs the same mode in a step, so all ranks take part in the same collective
 that skipped a block. The flattened optimizer partitions still give those parameters an Adam update from
 their momentum, and ZeRO-2 and ZeRO-3 do not do this identically: a run reproduces across rank layouts of
 one stage (tested), not across stages.
+
+`compile_engine` compiles the model inside the engine (DeepSpeed's `engine.compile`, which compiles the module in
+place: parameter names, hooks and checkpoints stay as they are). It is meant for token-budget batches, whose
+shapes never change: one graph per stream mode, and on a GPU mode "reduce-overhead" replays them as CUDA graphs.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from __future__ import annotations
 import logging
 
 import deepspeed
+import torch
 from torch import nn
 
 from ..model import SemVLPForPretraining
 from ..nn import FeedForward, PackedCrossAttention, PackedSelfAttention
 from .ds_config import RunConfig
+from .safe_load import WeightsOnlyCheckpointEngine
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ def prepare_for_zero3(model: SemVLPForPretraining) -> None:
 
 def build_engine(model: SemVLPForPretraining, run: RunConfig, alternating: bool):
     """deepspeed.initialize with the model's parameter groups; returns the engine."""
+    logger.info(run.precision.describe())
     config = run.deepspeed
     zero = config.setdefault("zero_optimization", {"stage": 0})
     if run.zero_stage in (1, 2):
@@ -73,4 +80,12 @@ def build_engine(model: SemVLPForPretraining, run: RunConfig, alternating: bool)
     weight_decay = config.get("optimizer", {}).get("params", {}).get("weight_decay", 0.0)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, weight_decay),
                                            config=config)
+    WeightsOnlyCheckpointEngine.install(engine)  # DeepSpeed's own reads checkpoints with weights_only=False
     return engine
+
+
+def compile_engine(engine, device: torch.device, backend: str = "inductor") -> None:
+    """torch.compile the engine's model: with CUDA graphs ("reduce-overhead") on a GPU, the default mode elsewhere."""
+    compile_kwargs = {"mode": "reduce-overhead"} if device.type == "cuda" else {}
+    logger.info("compiling the model: backend %s, %s", backend, compile_kwargs or "default mode")
+    engine.compile(backend=backend, compile_kwargs=compile_kwargs)

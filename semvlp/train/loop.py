@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,16 @@ from ..data.records import BadRecords
 from ..data.tokenizer import WordPieceTokenizer
 from ..eval.pretraining import evaluate, format_results
 from ..model import SemVLPConfig, SemVLPForPretraining
-from ..model.config import PRETRAINING_TASKS
-from .checkpoint import CheckpointManager, export_safetensors
-from .distributed import Distributed, init_distributed, shutdown
+from ..model.config import PRETRAINING_TASKS, config_differences, read_json_object
+from .checkpoint import CheckpointManager, export_safetensors, latest_tag
+from .distributed import Distributed, distributed_run
 from .ds_config import RunConfig, load_deepspeed_config
-from .engine import build_engine
+from .engine import build_engine, compile_engine
 from .metrics import MetricsLogger, plot_curves
 from .options import PretrainOptions
-from .run_data import MicroBatchSampler, RunData, load_run_data
+from .run_data import (MicroBatchSampler, RunData, TokenBudgetSampler, dataset_token_budget, load_run_data,
+                       sample_lengths)
+from .run_folder import check_output, remove_history
 from .schedule import ModeSchedule
 
 logger = logging.getLogger("semvlp.pretrain")
@@ -62,7 +63,7 @@ class Run:
     global_batch: int
 
 
-def _step_seed(seed: int, step: int, rank: int) -> int:
+def step_seed(seed: int, step: int, rank: int) -> int:
     """Seed of the dropout RNG for one step of one rank: the RNG state is a function of the position in the
     run, so a resumed run draws the same dropout masks as an uninterrupted one."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
@@ -78,8 +79,8 @@ def _setup_logging(is_main: bool) -> None:
 def pretrain(options: PretrainOptions) -> dict:
     """Runs the whole job: data, engine, the step loop with checkpoints and metrics, held-out evaluation,
     export. Returns the final held-out results (rank 0 also prints them)."""
-    env = init_distributed()
-    try:
+    check_output(options.output, options.resume, options.overwrite)
+    with distributed_run() as env:
         _setup_logging(env.is_main)
         run = set_up(options, env)
         try:
@@ -89,13 +90,37 @@ def pretrain(options: PretrainOptions) -> dict:
             run.metrics.close()
         finish(run, results)
         return results
-    finally:
-        shutdown()
+
+
+def _check_resume_point(config: SemVLPConfig, options: PretrainOptions, root: Path) -> None:
+    """--resume: refuses checkpoints that not every rank sees (an output folder on a disk of one node), and a
+    model config (sizes, tasks, loss weights) other than the one the latest checkpoint was trained with, naming
+    the fields, unless --allow-config-change."""
+    tags = [None] * dist.get_world_size()
+    dist.all_gather_object(tags, latest_tag(root))
+    if len(set(tags)) > 1:
+        seen = ", ".join(f"rank {rank}: {tag or 'none'}" for rank, tag in enumerate(tags))
+        raise ValueError(f"--resume: the ranks see different latest checkpoints in {root} ({seen}); the output "
+                         "folder must be on a filesystem that every node shares")
+    tag = tags[0]
+    if tag is None:
+        return
+    saved = root / tag / "config.json"
+    changes = "; ".join(config_differences(read_json_object(saved, "checkpoint config"), config.to_dict()))
+    if not changes:
+        return
+    if not options.allow_config_change:
+        raise ValueError(f"--resume: the model config {options.model_config} differs from the one {root / tag} was "
+                         f"trained with ({saved}) in {changes}. Resume with that config, or pass "
+                         "--allow-config-change to continue with the new one")
+    logger.warning("--allow-config-change: resuming %s with changed %s", root / tag, changes)
 
 
 def set_up(options: PretrainOptions, env: Distributed) -> Run:
     """Config, tokenizer, data, the engine (resumed from the latest checkpoint when asked) and the data order."""
     out = Path(options.output)
+    if options.overwrite and env.is_main:
+        remove_history(out)
     config = SemVLPConfig.load(options.model_config)
     tokenizer = WordPieceTokenizer(options.vocab, max_length=config.max_position_embeddings)
     if tokenizer.vocab_size != config.vocab_size:
@@ -103,16 +128,18 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
         logger.info("vocab_size %d of %s replaced by the %d tokens of %s", config.vocab_size, options.model_config,
                     tokenizer.vocab_size, tokenizer.vocab_path)
         config.vocab_size = tokenizer.vocab_size
+    if options.resume:
+        _check_resume_point(config, options, out / "checkpoints")
     bad = BadRecords(skip=options.skip_bad_records)
     data = load_run_data(options.data, bad, config.visual_feat_dim, options.synthetic_scenes, options.data_seed,
-                         options.feature_format, options.region_features)
+                         options.feature_format, options.region_features, config.num_region_labels)
     if bad.total:
         logger.warning(bad.summary())
     answers = AnswerVocab.from_texts(data.train.texts, config.num_qa_labels)
     deepspeed = load_deepspeed_config(options.deepspeed_config, max_steps=options.max_steps,
                                       micro_batch_size=options.micro_batch_size,
                                       gradient_accumulation_steps=options.gradient_accumulation_steps, lr=options.lr,
-                                      warmup_steps=options.warmup_steps)
+                                      warmup_steps=options.warmup_steps, precision=options.precision)
     dataset = PretrainingDataset(data.train, tokenizer, answers, seed=options.seed,
                                  attribute_mask_rate=options.attribute_mask_rate)
     micro, accumulation = deepspeed.micro_batch_size, deepspeed.gradient_accumulation_steps
@@ -127,6 +154,8 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
     mean, std = data.train.feature_statistics()
     model.semvlp.region_embeddings.set_feature_statistics(mean, std)
     engine = build_engine(model, deepspeed, alternating=schedule.kind == "alternate")
+    if options.compile:
+        compile_engine(engine, env.device)
     checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=options.keep_checkpoints)
     start = 0
     if options.resume:
@@ -146,9 +175,16 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
 
     # One collator for training and evaluation: the datasets' samples say how each is masked.
     collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, config.visual_pos_dim)
-    sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, options.seed, start,
-                                options.max_steps)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+    train_collator, sampler = collator, MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank,
+                                                          options.seed, start, options.max_steps)
+    if options.token_budget is not None:  # micro-batches by tokens, padded to fixed shapes; the micro size caps them
+        budget = dataset_token_budget(dataset, options.token_budget, micro)
+        logger.info("token budget: %s", budget)
+        train_collator = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size,
+                                  config.visual_pos_dim, budget=budget)
+        sampler = TokenBudgetSampler(len(dataset), sample_lengths(dataset), budget, accumulation, env.world_size,
+                                     env.rank, options.seed, start, options.max_steps)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=train_collator,
                                          num_workers=options.num_workers, pin_memory=env.device.type == "cuda")
     metrics = MetricsLogger(out, env.is_main, options.max_steps, start)
     return Run(options, env, out, config, tokenizer, data, answers, bad, deepspeed, schedule, engine, checkpoints,
@@ -160,7 +196,7 @@ def train_step(run: Run, step: int) -> dict:
     the micro-batches of every rank."""
     mode = run.schedule.mode(step)
     accumulation = run.deepspeed.gradient_accumulation_steps
-    torch.manual_seed(_step_seed(run.options.seed, step, run.env.rank))
+    torch.manual_seed(step_seed(run.options.seed, step, run.env.rank))
     began = time.perf_counter()
     skipped_before = getattr(run.engine, "skipped_steps", 0)
     # total, one per task, then the number of micro-batches whose loss was not finite
@@ -199,7 +235,13 @@ def _train(run: Run) -> None:
                 f"check the data for bad values; the last good checkpoint is in {run.out / 'checkpoints'}")
         done = step + 1
         if done % options.checkpoint_every == 0 or done == options.max_steps:
-            run.checkpoints.save(run.engine, done, {"config.json": json.dumps(run.config.to_dict(), indent=2) + "\n"})
+            if nonfinite:
+                # The weights may hold NaN/inf now: saving them would make `latest` name them and prune a good one.
+                logger.warning("step %d: no checkpoint saved, the loss was not finite; the last good one stays in "
+                               "%s", done, run.out / "checkpoints")
+            else:
+                run.checkpoints.save(run.engine, done,
+                                     {"config.json": json.dumps(run.config.to_dict(), indent=2) + "\n"})
         if options.eval_every and done % options.eval_every == 0 and done != options.max_steps:
             run_eval(run, done)
 
@@ -207,9 +249,11 @@ def _train(run: Run) -> None:
 def run_eval(run: Run, step: int) -> dict:
     """Held-out accuracy of every mode the schedule trains, logged at `step`."""
     modes = ["single", "two"] if run.schedule.kind == "alternate" else [run.schedule.kind]
-    results = evaluate(run.engine, run.data.held_out, run.tokenizer, run.answers, run.collator, modes,
-                       run.options.eval_batch_size, run.env.rank, run.env.world_size, run.deepspeed.dtype,
-                       run.env.device)
+    # A compiled model evaluates eagerly: held-out batches have shapes of their own, not worth compiling for.
+    with torch.compiler.set_stance("force_eager" if run.options.compile else "default"):
+        results = evaluate(run.engine, run.data.held_out, run.tokenizer, run.answers, run.collator, modes,
+                           run.options.eval_batch_size, run.env.rank, run.env.world_size, run.deepspeed.dtype,
+                           run.env.device)
     run.metrics.log_eval(step, results)
     return results
 
@@ -219,8 +263,8 @@ def finish(run: Run, results: dict) -> None:
     if not run.env.is_main:
         return
     if run.options.export:
-        path = export_safetensors(run.out / "checkpoints", run.out / "export")
-        shutil.copyfile(run.tokenizer.vocab_path, path.parent / "vocab.txt")
+        path = export_safetensors(run.out / "checkpoints", run.out / "export", vocab=run.tokenizer.vocab_path,
+                                  data=run.options.data, results=results)
         logger.info("exported fp32 weights and the vocab to %s", path.parent)
     plot_curves(run.out)
     if results:

@@ -4,16 +4,46 @@ logs under OUTPUT/tensorboard/, and a PNG of the curves at the end. Only rank 0 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 from tqdm import tqdm
 
+logger = logging.getLogger(__name__)
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a JSON-lines file. A last line that is not whole (the writer was killed mid-line) is
+    dropped with a warning; a broken line before it is an error naming the file and line."""
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise ValueError(f"{path}: line {number} is not a JSON record ({err}); fix or remove that line") \
+                    from err
+            logger.warning("%s: dropped its last line, a record cut short (%d characters)", path, len(line))
+    return records
+
 
 def _keep_until(path: Path, step: int) -> None:
-    """Drops the records after `step` (written by a run that died after its last checkpoint)."""
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+    """Drops the records after `step` (written by a run that died after its last checkpoint). The file is
+    replaced atomically, so a kill during the rewrite leaves the old one."""
+    if not path.is_file():
+        return
+    records = read_records(path)
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) < len(records):
+        logger.info("%s: dropped %d records after step %d, the step the run resumes from", path,
+                    len(records) - len(kept), step)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
 
 
 class MetricsLogger:
@@ -67,9 +97,8 @@ def plot_curves(out_dir) -> Path | None:
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines() if line] \
-        if (out / "eval.jsonl").is_file() else []
+    metrics = read_records(out / "metrics.jsonl")
+    evals = read_records(out / "eval.jsonl") if (out / "eval.jsonl").is_file() else []
     if not metrics:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+# The smallest value of each integer option; the DeepSpeed config's overrides may also be None (keep the file's).
+_LEAST = {"max_steps": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "max_nonfinite_steps": 1,
+          "eval_batch_size": 1, "synthetic_scenes": 1, "micro_batch_size": 1, "gradient_accumulation_steps": 1,
+          "warmup_steps": 0, "eval_every": 0, "num_workers": 0}
+_OVERRIDES = ("micro_batch_size", "gradient_accumulation_steps", "warmup_steps")
+
 
 @dataclass
 class PretrainOptions:
@@ -16,7 +22,9 @@ class PretrainOptions:
     mode_schedule: str = "alternate"         # alternate | single | two
     mode_ratio: str = "1:1"                  # alternate: blocks of single-stream : blocks of two-stream
     mode_granularity: str = "step"           # alternate: block length, "step", "epoch" or N steps
-    resume: bool = False
+    resume: bool = False                     # continue the run in `output` from its latest checkpoint
+    overwrite: bool = False                  # remove the run in `output` (checkpoints, metrics) and start again
+    allow_config_change: bool = False        # --resume with a model config other than the checkpoint's
     seed: int = 0                            # model initialisation, data order, masking and dropout
     skip_bad_records: bool = False
     synthetic_scenes: int = 4000             # --data synthetic: training scenes
@@ -36,6 +44,23 @@ class PretrainOptions:
     num_workers: int = 0
     max_nonfinite_steps: int = 20
     export: bool = False
+    precision: str = "auto"                  # auto | bf16 | fp16 | fp32 (semvlp.train.ds_config: how it meets the file)
+    token_budget: int | None = None          # static-shape micro-batches of this many text tokens + regions
+    compile: bool = False                    # torch.compile the model (CUDA graphs on a GPU)
+
+    def __post_init__(self):
+        for name, least in _LEAST.items():
+            value = getattr(self, name)
+            if value is None and name in _OVERRIDES:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}: expected an integer of at least {least}, got {value!r}")
+        if self.token_budget is not None and (isinstance(self.token_budget, bool)
+                                              or not isinstance(self.token_budget, int) or self.token_budget < 1):
+            raise ValueError(f"token_budget: expected a positive integer, got {self.token_budget!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume, overwrite: pass one of them (--resume continues the run in the output folder, "
+                             "--overwrite deletes it)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PretrainOptions":

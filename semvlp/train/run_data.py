@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-from ..data.corpus import Corpus, load_corpus
+from ..data.corpus import Corpus, load_corpus, split_files
+from ..data.dataset import PretrainingDataset
 from ..data.formats import open_features
 from ..data.records import BadRecords
 from ..data.synthetic import generate_split, to_corpus
+from ..model.inputs import TokenBudget
 
 logger = logging.getLogger(__name__)
 
@@ -25,25 +29,36 @@ class RunData:
 
 
 def load_run_data(source: str, bad: BadRecords, feature_dim: int, synthetic_scenes: int = 4000,
-                  data_seed: int = 0, feature_format: str | None = None, region_features: str = "hand") -> RunData:
+                  data_seed: int = 0, feature_format: str | None = None, region_features: str = "hand",
+                  num_region_labels: int | None = None) -> RunData:
     """source "synthetic" (generated in memory, seeded by data_seed, with `region_features`, "hand" or "cnn")
-    or a data folder in the real formats."""
+    or a data folder in the real formats. Every record is checked here, before any sample is drawn, against the
+    model config's `feature_dim` and `num_region_labels` (the classes of the masked-region label head)."""
     if source == "synthetic":
         held_out_scenes = max(synthetic_scenes // 10, 50)
         counts = {"train": synthetic_scenes, "val": held_out_scenes, "novel": held_out_scenes}
         splits = {split: to_corpus(generate_split(split, n, data_seed, feature_dim, features=region_features))
                   for split, n in counts.items()}
+        if num_region_labels is not None:
+            _check_synthetic_labels(splits.values(), num_region_labels)
         return RunData(splits["train"], {s: splits[s] for s in EVAL_SPLITS})
-    # Every record is checked against the model's feature size: a record of another size is a bad record.
-    features = open_features(source, feature_format, bad, feature_dim=feature_dim)
+    # A record of another feature size, or with an object label the model has no class for, is a bad record.
+    features = open_features(source, feature_format, bad, feature_dim=feature_dim, num_region_labels=num_region_labels)
     train = load_corpus(source, "train", features=features, bad=bad)
     held_out = {}
     for split in EVAL_SPLITS:
-        try:
+        if split_files(source, split):
             held_out[split] = load_corpus(source, split, features=features, bad=bad)
-        except ValueError as err:
-            logger.info("no %s split: %s", split, err)
+        else:
+            logger.info("no %s split in %s", split, source)
     return RunData(train, held_out)
+
+
+def _check_synthetic_labels(corpora, num_region_labels: int) -> None:
+    highest = max(int(corpus.features[i].object_ids.max()) for corpus in corpora for i in corpus.features.ids())
+    if highest >= num_region_labels:
+        raise ValueError(f"num_region_labels: the synthetic scenes have object labels up to {highest}, the model "
+                         f"config's num_region_labels={num_region_labels} has no class for them")
 
 
 class MicroBatchSampler(torch.utils.data.Sampler):
@@ -81,3 +96,70 @@ class MicroBatchSampler(torch.utils.data.Sampler):
                 k = m * self.world + self.rank
                 chunk = permutation[first + k * self.micro:first + (k + 1) * self.micro]
                 yield [(epoch, int(i)) for i in chunk]
+
+
+def dataset_token_budget(dataset: PretrainingDataset, tokens: int, max_samples: int) -> TokenBudget:
+    """The token budget of `tokens` text tokens and regions per micro-batch, `max_samples` samples at most, whose
+    longest sample is the dataset's longest text (mismatching texts included) and largest region count."""
+    texts = itertools.chain(dataset.token_ids, *dataset.hard_negative_ids)
+    max_text_len = max(len(ids) for ids in texts)
+    max_regions = max(dataset.corpus.features.num_regions(image_id)
+                      for image_id in {t.image_id for t in dataset.texts})
+    try:
+        return TokenBudget(tokens, max_samples, max_text_len, max_regions)
+    except ValueError as err:
+        raise ValueError(f"token_budget: {err}") from err
+
+
+def sample_lengths(dataset: PretrainingDataset) -> Callable[[tuple[int, int]], tuple[int, int]]:
+    """A key's (text tokens, regions): its text depends on the key (a mismatching text is drawn per epoch)."""
+    def lengths(key: tuple[int, int]) -> tuple[int, int]:
+        sample = dataset[key]
+        return len(sample.token_ids), len(sample.features)
+    return lengths
+
+
+class TokenBudgetSampler(torch.utils.data.Sampler):
+    """Yields this rank's micro-batches of (epoch, index) keys, each as many samples as fit in a token budget.
+
+    The keys run through a seeded permutation per epoch, one epoch after the other; each micro-batch takes the
+    keys that follow while they fit (`lengths(key)` gives a sample's text tokens and regions). Micro-batch g of
+    that stream goes to rank g % world, step g // (accumulation * world): the stream depends on neither the rank
+    layout nor where a run starts, so a resumed run, which packs the stream again up to its start step, reads
+    exactly what the uninterrupted run would have read.
+    """
+
+    def __init__(self, num_items: int, lengths: Callable[[tuple[int, int]], tuple[int, int]], budget: TokenBudget,
+                 accumulation: int, world: int, rank: int, seed: int, start_step: int, max_steps: int):
+        if num_items < 1:
+            raise ValueError("data: no training samples")
+        self.num_items, self.lengths, self.budget = num_items, lengths, budget
+        self.accumulation, self.world, self.rank, self.seed = accumulation, world, rank, seed
+        self.start_step, self.max_steps = start_step, max_steps
+
+    def __len__(self) -> int:
+        return (self.max_steps - self.start_step) * self.accumulation
+
+    def _keys(self):
+        for epoch in itertools.count():
+            for i in np.random.default_rng([self.seed, epoch]).permutation(self.num_items):
+                yield epoch, int(i)
+
+    def _micro_batches(self):
+        keys, text, regions = [], [], []
+        for key in self._keys():
+            t, r = self.lengths(key)
+            self.budget.check_sample(t, r)
+            if keys and not self.budget.fits(text + [t], regions + [r]):
+                yield keys
+                keys, text, regions = [], [], []
+            keys.append(key)
+            text.append(t)
+            regions.append(r)
+
+    def __iter__(self):
+        per_step = self.accumulation * self.world
+        first, end = self.start_step * per_step, self.max_steps * per_step
+        for g, keys in enumerate(itertools.islice(self._micro_batches(), end)):
+            if g >= first and g % self.world == self.rank:
+                yield keys

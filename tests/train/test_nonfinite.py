@@ -1,4 +1,5 @@
-"""Non-finite losses: after N consecutive steps the run stops with a message and exit status 1."""
+"""Non-finite losses: after N consecutive steps the run stops with a message and exit status 1; a step whose
+loss is not finite saves no checkpoint, so the ones kept (and `latest`) hold finite weights."""
 
 import json
 import math
@@ -6,10 +7,12 @@ import re
 import subprocess
 
 import numpy as np
+import torch
 
 from semvlp.data.formats import open_features
 from semvlp.data.formats.lxmert_tsv import write_tsv
 from semvlp.data.synthetic import write_synthetic
+from semvlp.train.checkpoint import latest_tag
 
 from pretrain_runs import REPO, command, deepspeed_config, environment, pretrain_args
 
@@ -23,7 +26,7 @@ def test_consecutive_infinite_losses_stop_the_run_with_a_message(tmp_path):
         r.features = r.features * np.float32(3e38)  # finite (valid records) but the regression loss overflows
     write_tsv(data / "features.tsv", records)
     args = pretrain_args(data, REPO / "configs/model/tiny.json", deepspeed_config(tmp_path, "zero2_fp32"),
-                         tmp_path / "out", 10, 1, "--max-nonfinite-steps", "3")
+                         tmp_path / "out", 10, 1, "--max-nonfinite-steps", "3", "--checkpoint-every", "1")
     done = subprocess.run(command("plain", 1, args), cwd=REPO, env=environment(), capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 1, done.stderr[-3000:]
@@ -34,3 +37,12 @@ def test_consecutive_infinite_losses_stop_the_run_with_a_message(tmp_path):
     assert logged[-1]["step"] == int(stop.group(1)) < 10
     assert not any(math.isfinite(r["loss"]) for r in logged[-3:])
     assert all(math.isfinite(r["loss"]) for r in logged[:-3])
+    # Checkpoints every step: only the finite ones were saved, and `latest` is the last of them.
+    root = tmp_path / "out" / "checkpoints"
+    finite = [r["step"] for r in logged if math.isfinite(r["loss"])]
+    kept = sorted(int(p.name.split("_")[1]) for p in root.glob("step_*"))
+    assert finite and kept == finite[-2:], (kept, finite)
+    assert latest_tag(root) == f"step_{finite[-1]:08d}"
+    for step in kept:
+        weights = torch.load(root / f"step_{step:08d}" / "mp_rank_00_model_states.pt", weights_only=True)["module"]
+        assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), step

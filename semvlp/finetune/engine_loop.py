@@ -1,0 +1,146 @@
+"""Fine-tuning under DeepSpeed: the engine, checkpoints, metrics and data order of pretraining (semvlp.train),
+driving a downstream model. Launched like pretraining (`deepspeed` or `torchrun`, or one plain process).
+
+Step s reads the s-th global batch of a seeded per-epoch permutation (`MicroBatchSampler`), and its dropout RNG is
+seeded from (seed, step, rank): a run resumed from a checkpoint computes exactly what the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from deepspeed.utils import safe_get_full_fp32_param
+
+from ..data.task_datasets import collate
+from ..train.checkpoint import CheckpointManager
+from ..train.distributed import Distributed
+from ..train.ds_config import RunConfig, load_deepspeed_config
+from ..train.engine import build_engine
+from ..train.loop import step_seed
+from ..train.metrics import MetricsLogger
+from ..train.run_data import MicroBatchSampler
+from ..train.run_folder import remove_history
+from .loop import FinetuneOptions, task_loss
+
+logger = logging.getLogger("semvlp.finetune")
+
+
+@dataclass
+class EngineOptions:
+    """What the DeepSpeed path adds to FinetuneOptions (the batch size there is the micro-batch of one rank)."""
+
+    deepspeed_config: str                        # DeepSpeed JSON (a preset name is resolved by the CLI)
+    gradient_accumulation_steps: int | None = None   # None: the config file's
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    resume: bool = False                         # continue from OUTPUT/checkpoints/latest
+    overwrite: bool = False                      # remove an earlier run's checkpoints and metrics first
+    precision: str = "auto"                      # as `semvlp pretrain` (semvlp.train.ds_config): may defer to the file
+
+    def __post_init__(self):
+        for name in ("checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
+        if self.gradient_accumulation_steps is not None and self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps: expected a positive int, got "
+                             f"{self.gradient_accumulation_steps}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume, overwrite: pass one of them (--resume continues the run in the output folder, "
+                             "--overwrite deletes it)")
+
+
+def engine_config(options: FinetuneOptions, engine: EngineOptions) -> RunConfig:
+    """The DeepSpeed config with the fine-tuning command line applied: micro-batch, accumulation, lr, warm-up,
+    total steps, weight decay, gradient clipping and precision."""
+    run = load_deepspeed_config(engine.deepspeed_config, max_steps=options.steps,
+                                micro_batch_size=options.batch_size,
+                                gradient_accumulation_steps=engine.gradient_accumulation_steps, lr=options.lr,
+                                warmup_steps=options.warmup_steps, precision=engine.precision)
+    if run.zero_stage == 3:
+        raise ValueError(f"deepspeed_config: {engine.deepspeed_config} is ZeRO stage 3, which fine-tuning does not "
+                         "support (its engine set-up is the pretraining model's); use a stage 0, 1 or 2 config")
+    run.deepspeed.setdefault("optimizer", {}).setdefault("params", {})["weight_decay"] = options.weight_decay
+    run.deepspeed["gradient_clipping"] = options.max_grad_norm
+    return run
+
+
+def _fp32_weights(engine, buffers: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The engine's model in fp32 with the optimizer's master weights (all ranks call this: ZeRO gathers them),
+    and the buffers as they were before the engine cast them."""
+    module = engine.module
+    masters = {name: safe_get_full_fp32_param(p) for name, p in module.named_parameters()}
+    module.float()
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if masters[name] is not None:
+                p.copy_(masters[name])
+        for name, b in module.named_buffers():
+            b.copy_(buffers[name])
+    return module
+
+
+def finetune_with_engine(model: torch.nn.Module, dataset, options: FinetuneOptions, engine_options: EngineOptions,
+                         output, env: Distributed) -> torch.nn.Module:
+    """Trains `model` for options.steps optimizer steps under DeepSpeed, with checkpoints every
+    engine_options.checkpoint_every steps and at the end, and OUTPUT/metrics.jsonl and tensorboard/ (rank 0).
+    Returns the trained model in fp32 on every rank. options.precision is set to the precision the engine ran."""
+    out = Path(output)
+    if engine_options.overwrite and env.is_main:
+        remove_history(out)
+    run = engine_config(options, engine_options)
+    options.precision = run.precision.name
+    micro, accumulation = run.micro_batch_size, run.gradient_accumulation_steps
+    box_dim = model.config.visual_pos_dim
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    engine = build_engine(model, run, alternating=False)
+    checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=engine_options.keep_checkpoints)
+    start = 0
+    if engine_options.resume:
+        resumed = checkpoints.load(engine)
+        if resumed is None:
+            logger.warning("--resume: no checkpoint in %s, starting from step 0", out / "checkpoints")
+        start = resumed or 0
+    sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, options.seed, start,
+                                options.steps)
+    if env.is_main:
+        print(run.precision.describe(), flush=True)
+        logger.info("fine-tuning under DeepSpeed: global batch %d (%d x %d accumulation x %d ranks); ZeRO stage %d, "
+                    "%s; steps %d..%d", sampler.global_batch, micro, accumulation, env.world_size, run.zero_stage,
+                    run.precision.name, start, options.steps)
+    saved = {"finetune.json": json.dumps(asdict(options), indent=2) + "\n",
+             "config.json": json.dumps(model.config.to_dict(), indent=2) + "\n"}
+    metrics = MetricsLogger(out, env.is_main, options.steps, start)
+    batches = iter(sampler)
+    engine.train()
+    try:
+        for step in range(start, options.steps):
+            torch.manual_seed(step_seed(options.seed, step, env.rank))
+            began = time.perf_counter()
+            total = torch.zeros(1, dtype=torch.float64)
+            for _ in range(accumulation):
+                batch = collate([dataset[key] for key in next(batches)], box_dim).to(env.device)
+                logits = engine(*batch.inputs(run.dtype), mode=options.mode)
+                loss = task_loss(options.task, logits, batch.targets)
+                engine.backward(loss)
+                engine.step()
+                total += loss.item()
+            dist.all_reduce(total)
+            mean = total.item() / (accumulation * env.world_size)
+            if not math.isfinite(mean):
+                raise FloatingPointError(f"step {step + 1}: the {options.task} loss is {mean}; lower --lr")
+            metrics.log_step({"step": step + 1, "epoch": step // sampler.steps_per_epoch, "mode": options.mode,
+                              "loss": mean, "losses": {options.task: mean}, "lr": engine.get_lr()[0],
+                              "samples_per_s": sampler.global_batch / (time.perf_counter() - began)})
+            done = step + 1
+            if done % engine_options.checkpoint_every == 0 or done == options.steps:
+                checkpoints.save(engine, done, saved)
+    finally:
+        metrics.close()
+    return _fp32_weights(engine, buffers)
