@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -84,3 +86,19 @@ def losses(out: Path) -> list[dict]:
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def kill_after_step(launcher: str, ranks: int, args: list[str], step: int, metrics: Path) -> None:
+    """Starts a run and kills its whole process group (SIGKILL) once `metrics` logs `step` (or after 240 s)."""
+    process = subprocess.Popen(command(launcher, ranks, args), cwd=REPO, env=environment(), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if metrics.is_file() and any(json.loads(line)["step"] >= step
+                                         for line in metrics.read_text().splitlines() if line.endswith("}")):
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

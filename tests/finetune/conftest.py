@@ -11,6 +11,8 @@ from semvlp.data.synthetic import write_synthetic
 from semvlp.data.tokenizer import train_vocab
 from semvlp.model import SemVLPConfig
 
+from finetune_runs import finetune_args
+
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=48, cross_layers=[1], visual_feat_dim=64, max_regions=8, num_region_labels=4,
             num_qa_labels=4, initializer_range=0.08)
@@ -40,13 +42,6 @@ def coco_data(tmp_path_factory):
     vocab = train_vocab(texts, folder / "vocab", vocab_size=200)
     SemVLPConfig(vocab_size=sum(1 for _ in open(vocab)), **TINY).save(folder / "config.json")
     return folder, splits
-
-
-def finetune_args(folder: Path, out: Path, task: str, steps: int = 2) -> list[str]:
-    return ["finetune", "--task", task, "--data", str(folder), "--model-config", str(folder / "config.json"),
-            "--vocab", str(folder / "vocab" / "vocab.txt"), "--output", str(out), "--steps", str(steps),
-            "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "1", "--retrieval-images", "10",
-            "--eval-splits", "val"]
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,6 @@ uninterrupted run's losses and weights exactly; gradient accumulation 2 x micro-
 metrics.jsonl and TensorBoard logs are written; bad set-ups get clear errors."""
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 import safetensors.torch
@@ -18,8 +14,8 @@ from semvlp.finetune.loop import FinetuneOptions
 from semvlp.presets import find_config
 from semvlp.train.checkpoint import latest_tag
 
-from conftest import finetune_args
-from pretrain_runs import REPO, command, environment, losses, run
+from finetune_runs import finetune_args
+from pretrain_runs import kill_after_step, losses, run
 
 STEPS, EVERY = 6, 3
 
@@ -30,22 +26,6 @@ def _args(folder, out, *extra, config=None, micro=4):
     if config is not None:
         args[args.index("--model-config") + 1] = str(config)
     return args
-
-
-def _kill_after_step(args, step: int, metrics) -> None:
-    """Starts a 2-rank torchrun and kills its whole process group once `metrics` logs `step`."""
-    process = subprocess.Popen(command("torchrun", 2, args), cwd=REPO, env=environment(), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and process.poll() is None:
-            if metrics.is_file() and any(json.loads(line)["step"] >= step
-                                         for line in metrics.read_text().splitlines() if line.endswith("}")):
-                break
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def test_two_ranks_killed_after_a_checkpoint_resume_with_the_same_losses(coco_data, tmp_path):
@@ -60,7 +40,7 @@ def test_two_ranks_killed_after_a_checkpoint_resume_with_the_same_losses(coco_da
     assert {"model.safetensors", "finetune.json", "results.json"} <= {p.name for p in full.iterdir()}
 
     broken = tmp_path / "broken"
-    _kill_after_step(_args(folder, broken), EVERY + 1, broken / "metrics.jsonl")
+    kill_after_step("torchrun", 2, _args(folder, broken), EVERY + 1, broken / "metrics.jsonl")
     logged = max(r["step"] for r in losses(broken))
     assert latest_tag(broken / "checkpoints") == f"step_{EVERY:08d}" and EVERY < logged < STEPS, logged
     assert not (broken / "results.json").exists()

@@ -3,7 +3,7 @@ retrieval query, and a pool too small for recall@10 is an error before training,
 
 import json
 
-from conftest import finetune_args
+from finetune_runs import finetune_args
 
 from semvlp.cli import main
 from semvlp.data.corpus import load_corpus

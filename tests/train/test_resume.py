@@ -1,12 +1,6 @@
 """A run killed with SIGKILL between checkpoints and resumed with --resume reproduces the uninterrupted run's
 losses exactly (fp32, CPU, dropout on, a DataLoader worker reading HDF5 features lazily)."""
 
-import json
-import os
-import signal
-import subprocess
-import time
-
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -14,7 +8,7 @@ from semvlp.data.corpus import load_corpus
 from semvlp.data.synthetic import write_synthetic
 from semvlp.train.checkpoint import latest_tag
 
-from pretrain_runs import REPO, command, deepspeed_config, environment, losses, pretrain_args, run, tiny_config
+from pretrain_runs import deepspeed_config, kill_after_step, losses, pretrain_args, run, tiny_config
 
 STEPS, EVERY = 12, 4
 
@@ -22,21 +16,6 @@ STEPS, EVERY = 12, 4
 def _args(folder, out, *extra):
     return pretrain_args(folder / "data", tiny_config(folder, dropout=0.1), deepspeed_config(folder, "zero2_fp32"),
                          out, STEPS, 1, "--checkpoint-every", str(EVERY), "--num-workers", "1", *extra)
-
-
-def _kill_after_step(args, step: int, metrics) -> None:
-    process = subprocess.Popen(command("plain", 1, args), cwd=REPO, env=environment(), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and process.poll() is None:
-            if metrics.is_file() and any(json.loads(line)["step"] >= step
-                                         for line in metrics.read_text().splitlines() if line.endswith("}")):
-                break
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def test_sigkill_between_checkpoints_then_resume_reproduces_the_losses(tmp_path):
@@ -50,7 +29,7 @@ def test_sigkill_between_checkpoints_then_resume_reproduces_the_losses(tmp_path)
     np.testing.assert_allclose(exported["semvlp.region_embeddings.feature_std"], np.maximum(std, 1e-3), rtol=1e-6)
 
     broken = tmp_path / "broken"
-    _kill_after_step(_args(tmp_path, broken), EVERY + 1, broken / "metrics.jsonl")
+    kill_after_step("plain", 1, _args(tmp_path, broken), EVERY + 1, broken / "metrics.jsonl")
     logged = max(r["step"] for r in losses(broken))
     saved = int(latest_tag(broken / "checkpoints").split("_")[1])
     assert saved == EVERY < logged < STEPS, (saved, logged)  # killed between two checkpoints
