@@ -230,7 +230,7 @@ def test_the_finetune_command_announces_its_choice_and_trains_outside_autocast(t
     folder, vocab, _ = task_folder
     calls = []
 
-    def fake_run_finetune(options, *args):
+    def fake_run_finetune(options, *args, **kwargs):
         # finetune() casts each step itself; an autocast context around the loop would keep stale cast weights.
         calls.append((options.precision, torch.is_autocast_enabled("cpu")))
         return {"val": {"accuracy": 0.5}}
