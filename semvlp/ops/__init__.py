@@ -1,7 +1,7 @@
 """The functional API: every op checks its inputs, asks `dispatch` for a backend and calls it.
 
 The backends live in `semvlp.ops.backends` (one module or package each); `semvlp.backends()` says which of them
-can run on this machine.
+can run in the current process (and why not).
 """
 
 from . import backends  # noqa: F401  (registers the backends)
