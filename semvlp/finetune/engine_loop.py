@@ -101,12 +101,7 @@ def finetune_with_engine(model: torch.nn.Module, dataset, options: FinetuneOptio
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     engine = build_engine(model, run, alternating=False)
     checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=engine_options.keep_checkpoints)
-    start = 0
-    if engine_options.resume:
-        resumed = checkpoints.load(engine)
-        if resumed is None:
-            logger.warning("--resume: no checkpoint in %s, starting from step 0", out / "checkpoints")
-        start = resumed or 0
+    start = checkpoints.start_step(engine, engine_options.resume)
     sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, options.seed, start,
                                 options.steps)
     if env.is_main:

@@ -172,6 +172,16 @@ class CheckpointManager:
         if message:
             raise ValueError(message)
 
+    def start_step(self, engine, resume: bool) -> int:
+        """The step a run starts at: 0, or with `resume` the restored latest checkpoint's step (0, with a
+        warning, when there is none yet)."""
+        if not resume:
+            return 0
+        resumed = self.load(engine)
+        if resumed is None:
+            logger.warning("--resume: no checkpoint in %s, starting from step 0", self.root)
+        return resumed or 0
+
     def load(self, engine) -> int | None:
         """Restores the last complete checkpoint into the engine, after verify_checkpoint; returns its step, or
         None if there is none."""

@@ -157,12 +157,7 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
     if options.compile:
         compile_engine(engine, env.device)
     checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=options.keep_checkpoints)
-    start = 0
-    if options.resume:
-        resumed = checkpoints.load(engine)
-        if resumed is None:
-            logger.warning("--resume: no checkpoint in %s, starting from step 0", out / "checkpoints")
-        start = resumed or 0
+    start = checkpoints.start_step(engine, options.resume)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")

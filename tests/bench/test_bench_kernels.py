@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench import bench_attention, bench_layer_norm, harness
+from provider_runs import cases_run_by_provider
 
 
 def _quick(module):
@@ -22,16 +23,7 @@ def _quick(module):
 @pytest.mark.parametrize("module", [bench_attention, bench_layer_norm], ids=lambda m: m.__name__)
 def test_every_provider_runs_or_is_unsupported(module):
     benchmark = _quick(module)
-    ran = set()
-    for case in benchmark.cases:
-        inputs = case.make_inputs(torch.device("cpu"))
-        for name, provider in benchmark.providers.items():
-            try:
-                fn = provider(inputs)
-            except harness.Unsupported:
-                continue
-            fn()
-            ran.add(name)
+    ran = {name for name, cases in cases_run_by_provider(benchmark).items() if cases}
     # CPU inputs reach the triton backend only through the interpreter.
     interpreted = {"semvlp-triton"} if os.environ.get("TRITON_INTERPRET") == "1" else set()
     assert {benchmark.baseline, "semvlp-reference"} | interpreted <= ran

@@ -6,6 +6,7 @@ import json
 import torch
 
 from bench import bench_overhead, harness
+from provider_runs import cases_run_by_provider
 from semvlp import ops
 
 
@@ -19,16 +20,7 @@ def _args(*argv):
 
 def test_every_case_runs_under_both_providers_except_the_steps_torch_has_none_of():
     benchmark = bench_overhead.build(_args("--repeat", "1"))
-    ran = {name: set() for name in benchmark.providers}
-    for case in benchmark.cases:
-        inputs = case.make_inputs(torch.device("cpu"))
-        for name, provider in benchmark.providers.items():
-            try:
-                fn = provider(inputs)
-            except harness.Unsupported:
-                continue
-            fn()
-            ran[name].add(case.name)
+    ran = cases_run_by_provider(benchmark)
     names = {case.name for case in benchmark.cases}
     assert ran["semvlp"] == names
     assert ran["torch"] == names - {"step_single", "step_two"}
