@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import deepspeed
 import torch
 import torch.distributed as dist
 from deepspeed.utils import safe_get_full_fp32_param
@@ -63,27 +64,34 @@ def engine_config(options: FinetuneOptions, engine: EngineOptions) -> RunConfig:
                                 micro_batch_size=options.batch_size,
                                 gradient_accumulation_steps=engine.gradient_accumulation_steps, lr=options.lr,
                                 warmup_steps=options.warmup_steps, precision=engine.precision)
-    if run.zero_stage == 3:
-        raise ValueError(f"deepspeed_config: {engine.deepspeed_config} is ZeRO stage 3, which fine-tuning does not "
-                         "support (its engine set-up is the pretraining model's); use a stage 0, 1 or 2 config")
     run.deepspeed.setdefault("optimizer", {}).setdefault("params", {})["weight_decay"] = options.weight_decay
     run.deepspeed["gradient_clipping"] = options.max_grad_norm
     return run
 
 
-def _fp32_weights(engine, buffers: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The engine's model in fp32 with the optimizer's master weights (all ranks call this: ZeRO gathers them),
-    and the buffers as they were before the engine cast them."""
+def _full_fp32(param: torch.nn.Parameter) -> torch.Tensor:
+    """One parameter whole, in fp32: the optimizer's master copy, or the parameter itself where the optimizer
+    holds none (gathered if ZeRO-3 partitions it; GatheredParameters is a no-op otherwise)."""
+    master = safe_get_full_fp32_param(param)
+    if master is not None:
+        return master
+    with deepspeed.zero.GatheredParameters([param]):
+        return param.detach().float().clone()
+
+
+def _fp32_weights(engine, buffers: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
+    """A plain copy of the engine's model in fp32 with the optimizer's master weights (all ranks call this: ZeRO
+    gathers them) and the buffers as they were before the engine cast them. A new module rather than the engine's
+    own: under ZeRO-3 that one holds partitions and gathers them through collectives on every forward."""
     module = engine.module
-    masters = {name: safe_get_full_fp32_param(p) for name, p in module.named_parameters()}
-    module.float()
+    weights = {name: _full_fp32(p) for name, p in module.named_parameters()}
+    plain = type(module)(module.config, **module._init_args())
     with torch.no_grad():
-        for name, p in module.named_parameters():
-            if masters[name] is not None:
-                p.copy_(masters[name])
-        for name, b in module.named_buffers():
+        for name, p in plain.named_parameters():
+            p.copy_(weights[name])
+        for name, b in plain.named_buffers():
             b.copy_(buffers[name])
-    return module
+    return plain.to(device)
 
 
 def finetune_with_engine(model: torch.nn.Module, dataset, options: FinetuneOptions, engine_options: EngineOptions,
@@ -138,4 +146,4 @@ def finetune_with_engine(model: torch.nn.Module, dataset, options: FinetuneOptio
                 checkpoints.save(engine, done, saved)
     finally:
         metrics.close()
-    return _fp32_weights(engine, buffers)
+    return _fp32_weights(engine, buffers, env.device)

@@ -1,10 +1,10 @@
-"""The DeepSpeed engine around SemVLPForPretraining, with what ZeRO-3 needs to know about the model.
+"""The DeepSpeed engine around a SemVLP model (pretraining or downstream), with what ZeRO-3 needs to know about it.
 
 ZeRO-3 gathers a module's own parameters when its forward starts and frees them when it ends. Two places in
 the model need more:
-- The MLM decoder is tied: `mlm_head` multiplies by the word-embedding matrix, which belongs to the text
-  embeddings. It is registered as an external parameter of `mlm_head`, so it is gathered for that forward
-  (and its backward) too. DeepSpeed 0.19's parameter getter would also notice the access in eager mode and
+- The MLM decoder of the pretraining model is tied: `mlm_head` multiplies by the word-embedding matrix, which
+  belongs to the text embeddings. It is registered as an external parameter of `mlm_head`, so it is gathered for
+  that forward (and its backward) too. DeepSpeed 0.19's parameter getter would also notice the access in eager mode and
   attach the weight to whichever module is running (here the whole model); the registration states the
   dependency where it is, and does not rely on the getter (which stands aside under torch.compile).
 - The attention and feed-forward sub-blocks call `F.linear` on their child Linear layers' weights without
@@ -35,7 +35,6 @@ import deepspeed
 import torch
 from torch import nn
 
-from ..model import SemVLPForPretraining
 from ..nn import FeedForward, PackedCrossAttention, PackedSelfAttention
 from .ds_config import RunConfig
 from .safe_load import WeightsOnlyCheckpointEngine
@@ -52,12 +51,15 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def prepare_for_zero3(model: SemVLPForPretraining) -> None:
-    deepspeed.zero.register_external_parameter(model.mlm_head, model.semvlp.text_embeddings.word_embeddings.weight)
+def prepare_for_zero3(model: nn.Module) -> None:
+    """Pretraining models tie the MLM decoder to the word embeddings; the downstream models have no MLM head."""
+    if hasattr(model, "mlm_head"):
+        deepspeed.zero.register_external_parameter(model.mlm_head,
+                                                   model.semvlp.text_embeddings.word_embeddings.weight)
     deepspeed.utils.set_z3_leaf_modules(model, list(ZERO3_LEAF_MODULES))
 
 
-def build_engine(model: SemVLPForPretraining, run: RunConfig, alternating: bool):
+def build_engine(model: nn.Module, run: RunConfig, alternating: bool):
     """deepspeed.initialize with the model's parameter groups; returns the engine."""
     logger.info(run.precision.describe())
     config = run.deepspeed
