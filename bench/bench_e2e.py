@@ -4,6 +4,7 @@ Cases, each a comparison on one batch from `semvlp.data.random_batch` (the peers
   two_stream     SemVLPForPretraining, mode="two"    vs  LxmertForPreTraining (l = r = x = the plugged layers)
   single_stream  SemVLPForPretraining, mode="single" vs  VisualBertForPreTraining (same layer count)
   bert_text      BertForPreTraining patched with semvlp.patch_hf_model vs unpatched, on the batch's text
+  bert_attention BertForPreTraining with attn_implementation="semvlp" vs "sdpa" (transformers' default), same text
 Providers: hf (the peer, baseline), semvlp, and both under torch.compile with --compile (opt-in: a compilation
 takes minutes on the CPU, and on the GPU machine's torch 2.11 compiling LXMERT's step aborted the process).
 
@@ -19,6 +20,7 @@ import dataclasses
 import torch
 
 import semvlp
+import semvlp.integrations.hf  # noqa: F401  (registers attn_implementation="semvlp")
 from bench import harness
 from bench.e2e_inputs import (bert_inputs, lxmert_inputs, padded, step_flops, text_step_flops, to_device,
                               visual_bert_inputs)
@@ -41,7 +43,7 @@ SIZES = {
                   batch_size=16, text_len=20, num_regions=36),
     "base": dict(model=dict(max_regions=36), batch_size=128, text_len=20, num_regions=36),
 }
-CASES = ("two_stream", "single_stream", "bert_text")
+CASES = ("two_stream", "single_stream", "bert_text", "bert_attention")
 
 
 def add_arguments(p) -> None:
@@ -152,30 +154,38 @@ def build(args) -> harness.Benchmark:
             return {"mode": mode, "batch": dataclasses.replace(on_device, **floats), "device": dev}
         return make
 
-    def hf_inputs(builder, to_kwargs, patched):
+    def hf_inputs(builder, to_kwargs, drop_in=None):
+        """drop_in: None (the model as transformers builds it), "patch" (semvlp.patch_hf_model) or an
+        attn_implementation name."""
         def make(dev):
             return {"builder": builder, "kwargs": _cast(to_device(to_kwargs(hf_batch), dev), dtype), "device": dev,
-                    "patched": patched}
+                    "drop_in": drop_in}
         return make
 
     cases = [
         harness.Case("two_stream", lambda dev: {"semvlp": semvlp_inputs("two")(dev),
-                                                "hf": hf_inputs(build_lxmert, lxmert_inputs, False)(dev)},
+                                                "hf": hf_inputs(build_lxmert, lxmert_inputs)(dev)},
                      params={**common, "semvlp": "SemVLPForPretraining mode=two",
                              "hf": "LxmertForPreTraining " + " ".join(f"{k}={v}" for k, v in
                                                                       lxmert_layers(config).items())},
                      flops=step_flops(batch, config, "two"),
                      items={"samples": batch_size, "tokens": layout.total_tokens}),
         harness.Case("single_stream", lambda dev: {"semvlp": semvlp_inputs("single")(dev),
-                                                   "hf": hf_inputs(build_visual_bert, visual_bert_inputs, False)(dev)},
+                                                   "hf": hf_inputs(build_visual_bert, visual_bert_inputs)(dev)},
                      params={**common, "semvlp": "SemVLPForPretraining mode=single",
                              "hf": "VisualBertForPreTraining"},
                      flops=step_flops(batch, config, "single"),
                      items={"samples": batch_size, "tokens": layout.total_tokens}),
-        harness.Case("bert_text", lambda dev: {"semvlp": hf_inputs(build_bert, bert_inputs, True)(dev),
-                                               "hf": hf_inputs(build_bert, bert_inputs, False)(dev)},
+        harness.Case("bert_text", lambda dev: {"semvlp": hf_inputs(build_bert, bert_inputs, "patch")(dev),
+                                               "hf": hf_inputs(build_bert, bert_inputs)(dev)},
                      params={**common, "semvlp": "BertForPreTraining + semvlp.patch_hf_model",
                              "hf": "BertForPreTraining"},
+                     flops=text_step_flops(batch, config),
+                     items={"samples": batch_size, "tokens": layout.total_text}),
+        harness.Case("bert_attention", lambda dev: {"semvlp": hf_inputs(build_bert, bert_inputs, "semvlp")(dev),
+                                                    "hf": hf_inputs(build_bert, bert_inputs, "sdpa")(dev)},
+                     params={**common, "semvlp": 'BertForPreTraining attn_implementation="semvlp"',
+                             "hf": 'BertForPreTraining attn_implementation="sdpa"'},
                      flops=text_step_flops(batch, config),
                      items={"samples": batch_size, "tokens": layout.total_text}),
     ]
@@ -185,10 +195,12 @@ def build(args) -> harness.Benchmark:
         if "mode" in inp:
             return SemVLPForPretraining(config).to(inp["device"], dtype)
         model = inp["builder"](config).to(inp["device"], dtype)
-        if inp["patched"]:
+        if inp["drop_in"] == "patch":
             record = semvlp.patch_hf_model(model)
             if record.skipped:
                 raise RuntimeError(f"patching left modules unpatched:\n{record.summary()}")
+        elif inp["drop_in"] is not None:
+            model.set_attn_implementation(inp["drop_in"])
         return model
 
     def loss_fn(inp):
