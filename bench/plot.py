@@ -31,8 +31,10 @@ def draw(records: list[dict], metric: str, out: Path) -> Path:
     fig, axes = plt.subplots(len(records), 1, figsize=(9, 3.2 * len(records)), squeeze=False)
     for ax, record in zip(axes[:, 0], records):
         cases = list(dict.fromkeys(r["case"] for r in record["results"]))
-        providers = list(dict.fromkeys(r["provider"] for r in record["results"]))
-        width = 0.8 / len(providers)
+        # Only providers with a value here: one that never ran (unsupported, skipped) gets no slot or legend entry.
+        providers = list(dict.fromkeys(r["provider"] for r in record["results"]
+                                       if metric_value(r, metric) is not None))
+        width = 0.8 / max(len(providers), 1)
         for i, provider in enumerate(providers):
             values = {r["case"]: metric_value(r, metric) for r in record["results"] if r["provider"] == provider}
             xs = [c + i * width for c in range(len(cases)) if values.get(cases[c]) is not None]
