@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-# Number words the evaluation writes as digits ("none" counts as zero).
+# Number words the evaluation writes as digits ("none" counts as zero), and the articles it drops: the script's
+# lists.
 _NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
                  "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 _ARTICLES = {"a", "an", "the"}
-# Contractions written without their apostrophe, and how the evaluation writes them. The keys with capitals
-# ("Im", "Ive", "Id've", "I'dve") are part of the evaluation's table but never match, since words are lower-cased
-# before the lookup; they are kept so that the table, and therefore every score, is the evaluation's.
+# Contractions written without their apostrophe, and how the evaluation writes them. This follows the official
+# evaluation script's table (vqaEval.py of the VQA API, GT-Vision-Lab/VQA) entry for entry, all 120 of them, odd
+# ones included ("somebody'd" -> "somebodyd"), since every score must be the script's. The keys with capitals
+# ("Im", "Ive", "Id've", "I'dve") never match, since words are lower-cased before the lookup.
 _CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
     "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",

@@ -116,10 +116,11 @@ class TextRecord:
 
 @dataclass(frozen=True)
 class PairRecord:
-    """An NLVR2-style example: a statement about two images, true or false."""
+    """An NLVR2-style example: a statement about two images, true or false (None: read without its label, for
+    predictions)."""
 
     identifier: str
     text: str
     left_image_id: str
     right_image_id: str
-    label: bool
+    label: bool | None

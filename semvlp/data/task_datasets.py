@@ -4,7 +4,8 @@
   answer vocabulary (`semvlp.eval.soft_scores`);
 - image-text matching: each caption with its own image (1) and with a mismatching text (0), half of those a
   hard negative, drawn as in pretraining (`PretrainingDataset`, purpose "itm_eval") with new draws each epoch;
-- paired reasoning (NLVR2-style): a statement with its left and its right image, true (1) or false (0).
+- paired reasoning (NLVR2-style): a statement with its left and its right image, true (1) or false (0), or -1
+  for a statement without a label (read for predictions).
 
 A batch packs (text, regions) samples as pretraining does; paired examples put their two samples side by side.
 """
@@ -153,6 +154,9 @@ class MatchingDataset(torch.utils.data.Dataset):
 
 
 class PairedReasoningDataset(torch.utils.data.Dataset):
+    """The statements with their two images; a statement read without a label (for predictions) gets the target
+    -1, which cross-entropy rejects (training and evaluation read labelled statements only)."""
+
     def __init__(self, pairs: list[PairRecord], features, tokenizer: WordPieceTokenizer):
         if not pairs:
             raise ValueError("pairs: expected NLVR2 statements, got none")
@@ -167,4 +171,5 @@ class PairedReasoningDataset(torch.utils.data.Dataset):
         pair = self.pairs[index]
         left, right = self.features[pair.left_image_id], self.features[pair.right_image_id]
         return Example([self.token_ids[index]] * 2, [left.features, right.features],
-                       [left.normalised_boxes(), right.normalised_boxes()], np.array(int(pair.label)))
+                       [left.normalised_boxes(), right.normalised_boxes()],
+                       np.array(-1 if pair.label is None else int(pair.label)))

@@ -6,7 +6,8 @@
                "ranked_image_ids"}], "image_to_text": [{"image_id", "ranked_captions"}]}: for each caption the
                pool's images best first, for each image the captions best first (positions in "text_to_image");
                the pool is the split's first `num_images` images by id, as in evaluation
-    nlvr2      DIR/nlvr2_<split>.json -> [{"identifier", "prediction": "True" | "False"}]
+    nlvr2      DIR/nlvr2_<split>.json, labels not needed -> [{"identifier", "prediction": "True" | "False"}], one per
+               statement in the file's order
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data.corpus import Corpus, load_pairs
+from ..data.corpus import Corpus
 from ..data.dataset import AnswerVocab
-from ..data.formats import read_coco_captions
+from ..data.formats import read_coco_captions, read_nlvr2
 from ..data.formats.vqa import read_vqa_questions
 from ..data.task_datasets import PairedReasoningDataset, QuestionAnsweringDataset
 from ..eval.task_eval import retrieval_pool, retrieval_scores, run_model
@@ -76,8 +77,11 @@ def predict_retrieval(model, options: FinetuneOptions, data: TaskData, split: st
 
 def predict_nlvr2(model, options: FinetuneOptions, data: TaskData, split: str, batch_size: int = 128,
                   desc: str | None = None) -> list[dict]:
-    """True or False for every statement of the split (NLVR2's label strings)."""
-    pairs = load_pairs(data.folder, split, data.features, data.bad)
+    """True or False for every statement of the split (NLVR2's label strings), labelled or not."""
+    path = _split_file(data, f"nlvr2_{split}.json")
+    pairs = read_nlvr2(path, data.features, data.bad, labelled=False)
+    if not pairs:
+        raise ValueError(f"{path}: no usable statement")
     logits, _ = run_model(model, PairedReasoningDataset(pairs, data.features, data.tokenizer), options.mode,
                           batch_size, desc)
     return [{"identifier": pair.identifier, "prediction": "True" if label == 1 else "False"}

@@ -1,5 +1,6 @@
 """Every reader round-trips what the synthetic generator wrote; every bad-record case gives an error naming
-the file and the record, or with skip=True a counted skip."""
+the file and the record, or with skip=True a counted skip; NLVR2 statements without labels are read for
+predictions only; VQA keeps every human answer."""
 
 import base64
 import json
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 
 from semvlp.data.corpus import load_corpus
-from semvlp.data.formats import open_features
+from semvlp.data.formats import open_features, read_nlvr2, read_vqa, write_nlvr2
 from semvlp.data.formats.lxmert_tsv import FIELDS
-from semvlp.data.records import BadRecordError, BadRecords
+from semvlp.data.records import BadRecordError, BadRecords, PairRecord
 from semvlp.data.synthetic import to_corpus, write_synthetic
 
 COUNTS = {"train": 16, "val": 4, "novel": 4}
@@ -258,3 +259,60 @@ def test_a_store_opened_with_a_feature_size_rejects_other_sizes(written):
 def test_missing_features_name_what_was_looked_for(tmp_path):
     with pytest.raises(ValueError, match="features.tsv"):
         open_features(tmp_path)
+
+
+def _statements(tmp_path, items):
+    path = tmp_path / "nlvr2_test.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+def test_nlvr2_statements_without_labels_are_read_for_predictions_only(tmp_path):
+    images = {"test1-0-1-img0", "test1-0-1-img1"}
+    pair = {"sent": "One image shows a dog.", "img0": "test1-0-1-img0", "img1": "test1-0-1-img1"}
+    path = _statements(tmp_path, [{"identifier": "test1-0-1-0", **pair}, {"identifier": "test1-0-1-1", **pair,
+                                                                          "label": "False"},
+                                  {"identifier": "test1-0-1-2", **pair, "label": None}])
+    pairs = read_nlvr2(path, images, labelled=False)
+    assert [(p.identifier, p.label) for p in pairs] == [("test1-0-1-0", None), ("test1-0-1-1", False),
+                                                        ("test1-0-1-2", None)]
+    # Training and evaluation read labelled statements: a missing label stays a bad record there.
+    with pytest.raises(BadRecordError, match=r"nlvr2_test.json: statement 0 \(test1-0-1-0\): expected 0, 1, 'True' or "
+                                             r"'False', got None"):
+        read_nlvr2(path, images)
+    bad = BadRecords(skip=True)
+    assert [p.identifier for p in read_nlvr2(path, images, bad)] == ["test1-0-1-1"]
+    assert bad.counts == {(str(path), "bad label"): 2}
+
+
+def test_unlabelled_statements_need_an_identifier_and_a_label_that_is_there_is_checked(tmp_path):
+    images = {"a", "b"}
+    path = _statements(tmp_path, [{"sent": "x", "img0": "a", "img1": "b"},
+                                  {"identifier": "bad", "sent": "x", "img0": "a", "img1": "b", "label": "maybe"},
+                                  {"identifier": "list", "sent": "x", "img0": "a", "img1": "b", "label": [1]},
+                                  {"identifier": "ok", "sent": "x", "img0": "a", "img1": "b"}])
+    with pytest.raises(BadRecordError, match="statement 0: the statement has no identifier to write its prediction"):
+        read_nlvr2(path, images, labelled=False)
+    bad = BadRecords(skip=True)
+    assert [p.identifier for p in read_nlvr2(path, images, bad, labelled=False)] == ["ok"]
+    assert bad.counts == {(str(path), "missing identifier"): 1, (str(path), "bad label"): 2}
+
+
+def test_nlvr2_writer_leaves_out_missing_labels(tmp_path):
+    pairs = [PairRecord("s-0", "One image shows a dog.", "a", "b", None),
+             PairRecord("s-1", "Both images show cats.", "a", "b", True)]
+    write_nlvr2(tmp_path / "nlvr2.json", pairs)
+    assert [("label" in item) for item in json.loads((tmp_path / "nlvr2.json").read_text())] == [False, True]
+    assert read_nlvr2(tmp_path / "nlvr2.json", {"a", "b"}, labelled=False) == pairs
+
+
+def test_vqa_reader_keeps_empty_human_answers(tmp_path):
+    # The official score averages over all ten humans, those who gave an empty answer too.
+    questions, annotations = tmp_path / "q.json", tmp_path / "a.json"
+    questions.write_text(json.dumps({"questions": [{"question_id": 1, "image_id": 9, "question": "What is it?"}]}))
+    answers = [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1} for k, a in enumerate(["dog"] * 3 +
+                                                                                                   [""] * 7)]
+    annotations.write_text(json.dumps({"annotations": [{"question_id": 1, "image_id": 9, "answers": answers,
+                                                        "multiple_choice_answer": "dog", "answer_type": "other"}]}))
+    [record] = read_vqa(questions, annotations, {"9"})
+    assert record.answers == ("dog",) * 3 + ("",) * 7 and record.answer == "dog"

@@ -5,7 +5,7 @@ from itertools import combinations
 
 import pytest
 
-from semvlp.data.answers import process_digits_articles, process_punctuation
+from semvlp.data.answers import _CONTRACTIONS, process_digits_articles, process_punctuation
 from semvlp.eval import normalize_answer, soft_scores, vqa_accuracy, vqa_score
 
 
@@ -36,9 +36,53 @@ from semvlp.eval import normalize_answer, soft_scores, vqa_accuracy, vqa_score
     ("Im", "im"),                           # the table's "Im" never matches: words are lower-cased first
     ("its", "its"),                         # not in the table
     ("somebody'd", "somebodyd"),            # the table maps it this way round
+    ("ow's'at", "'ow's'at"),                # keys with apostrophes are matched as they are
+    ("'ows'at", "'ow's'at"),
+    ("twas", "'twas"),
+    ("yall'll", "y'all'll"),
+    ("y'alld've", "y'all'd've"),
+    ("maam", "ma'am"),
+    ("oclock", "o'clock"),
+    ("let's", "let's"),
+    ("Ive", "ive"),                         # like "Im"
+    ("dont?", "don't"),                     # the lookup follows punctuation processing
+    ("3.", "3"),                            # the period after a digit goes too: the script's look-behind is none
+    ("5.5.", "5.5"),
+    ("no. 5", "no 5"),
+    ("a one", "1"),                         # number words are mapped before articles are dropped
+    ("twenty-one", "twenty 1"),             # the hyphen becomes a space, then "one" is a number word
 ])
 def test_normalisation_follows_the_official_rules(raw, processed):
     assert normalize_answer(raw) == processed
+
+
+# The script's punctuation list, in its order.
+OFFICIAL_PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
+                        "?", "!"]
+
+
+@pytest.mark.parametrize("mark", OFFICIAL_PUNCTUATION)
+def test_every_mark_of_the_official_list_is_processed(mark):
+    assert process_punctuation(f"x{mark}y") == "x y"
+    assert process_punctuation(f"x {mark}y") == "x y"
+    assert process_punctuation(f"1,0{mark}y") == "10y"
+
+
+@pytest.mark.parametrize("mark", [":", "'", "*", "#", "%", "^", "&", "$", "~", "|"])
+def test_marks_outside_the_official_list_stay(mark):
+    assert process_punctuation(f"x{mark}y") == f"x{mark}y"
+
+
+def test_the_contractions_table_is_the_official_size():
+    # The script's table has 120 entries; a missing or extra one changes this count.
+    assert len(_CONTRACTIONS) == 120
+    assert sum(key != key.lower() for key in _CONTRACTIONS) == 4  # "Id've", "I'dve", "Im", "Ive"
+
+
+def test_empty_human_answers_count_in_the_average():
+    # Three humans say yes, seven gave nothing: each empty answer left out leaves three matches (1), each yes
+    # left out two (2/3): (3 * 2/3 + 7) / 10.
+    assert vqa_score("yes", ["yes"] * 3 + [""] * 7) == pytest.approx(0.9)
 
 
 def test_punctuation_is_removed_when_spaced_anywhere_in_the_answer():

@@ -1,6 +1,6 @@
 """`semvlp predict` on tiny fine-tuned models: VQA answers from a questions file without annotations, retrieval
-rankings in both directions, NLVR2 true/false, each equal to what the model scores; a model of another task is
-refused."""
+rankings in both directions, NLVR2 true/false (from statements with or without labels), each equal to what the
+model scores; a model of another task is refused, and evaluation still needs the labels."""
 
 import json
 
@@ -61,7 +61,19 @@ def test_retrieval_rankings_follow_the_scores(coco_data, finetuned, tmp_path):
         assert entry["ranked_captions"] == column.argsort(descending=True, stable=True)[:5].tolist()
 
 
-def test_nlvr2_predictions(coco_data, finetuned, tmp_path):
+def _unlabelled(folder, tmp_path):
+    """A data folder with the features of `folder` and its NLVR2 test statements without their labels."""
+    data = tmp_path / "unlabelled"
+    data.mkdir()
+    (data / "features.tsv").symlink_to(folder / "features.tsv")
+    statements = json.loads((folder / "nlvr2_test.json").read_text())
+    for statement in statements:
+        del statement["label"]
+    (data / "nlvr2_test.json").write_text(json.dumps(statements))
+    return data
+
+
+def test_nlvr2_predictions_with_and_without_labels(coco_data, finetuned, tmp_path):
     folder, _ = coco_data
     assert _predict(folder, finetuned("nlvr2"), "nlvr2", tmp_path / "n.json") == 0
     predictions = json.loads((tmp_path / "n.json").read_text())
@@ -72,6 +84,20 @@ def test_nlvr2_predictions(coco_data, finetuned, tmp_path):
                        options.mode)[0].argmax(-1).tolist()
     assert predictions == [{"identifier": p.identifier, "prediction": "True" if y else "False"}
                            for p, y in zip(pairs, labels)]
+    # The same statements without labels (as NLVR2's unreleased test split comes) get the same predictions.
+    unlabelled = _unlabelled(folder, tmp_path)
+    assert main(["predict", "--task", "nlvr2", "--model", str(finetuned("nlvr2")), "--data", str(unlabelled),
+                 "--vocab", str(folder / "vocab" / "vocab.txt"), "--out", str(tmp_path / "u.json")]) == 0
+    assert json.loads((tmp_path / "u.json").read_text()) == predictions
+
+
+def test_evaluation_still_needs_the_labels(coco_data, finetuned, tmp_path, capsys):
+    folder, _ = coco_data
+    unlabelled = _unlabelled(folder, tmp_path)
+    assert main(["eval", "--model", str(finetuned("nlvr2")), "--data", str(unlabelled), "--splits", "test",
+                 "--vocab", str(folder / "vocab" / "vocab.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "nlvr2_test.json: statement 0 (" in err and "expected 0, 1, 'True' or 'False', got None" in err
 
 
 @pytest.mark.parametrize("task,message", [("vqa", "--task vqa needs a model fine-tuned with --task qa"),

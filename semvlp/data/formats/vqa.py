@@ -104,8 +104,9 @@ def _answer(ann) -> tuple[str, tuple[str, ...], str | None]:
     category = ann.get("semvlp_category") or ann.get("answer_type")
     if category is not None and not isinstance(category, str):
         raise BadRecordFormat("wrong answer type", f"the answer type {category!r} is not a string")
-    human = tuple(a["answer"].strip() for a in human if a["answer"].strip())
-    answer = chosen.strip() if chosen and chosen.strip() else human[0] if human else None
+    # Every human answer counts, an empty one too: the official score averages over all of them.
+    human = tuple(a["answer"].strip() for a in human)
+    answer = chosen.strip() if chosen and chosen.strip() else next((h for h in human if h), None)
     if answer is None:
         raise BadRecordFormat("missing answer", "the annotation has no question_id or no answer")
     return answer, human or (answer,), category
