@@ -12,6 +12,8 @@ import torch
 from .presets import find_config
 from .train.precision import PRECISIONS, autocast, resolve_precision
 
+WORKERS_HELP = ("DataLoader worker processes per rank; auto (default): 0 for --data synthetic (in memory), "
+                "else min(4, CPUs per rank on the node - 1)")
 PRECISION_HELP = ("auto: bf16 where the GPU or CPU runs it natively (AVX-512 BF16/AMX), fp32 otherwise; "
                   "bf16, fp16 (GPU only) or fp32 to choose")
 
@@ -41,6 +43,16 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse type: an integer of at least 0."""
     return _int_at_least(text, 0)
+
+
+def workers(text: str) -> int | str:
+    """argparse type of --num-workers: "auto" or an integer of at least 0."""
+    if text == "auto":
+        return text
+    try:
+        return _int_at_least(text, 0)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer of at least 0, got {text!r}") from None
 
 
 def _int_at_least(text: str, least: int) -> int:
@@ -225,17 +237,18 @@ def _finetune(args) -> int:
         from .model import SemVLPConfig
 
         config, state = SemVLPConfig.load(args.model_config), None
+    engine = _finetune_engine(args)
     vocab = args.vocab or _vocab_beside(args.init)
     data = TaskData(args.data, tokenizer_for(config, vocab), config.visual_feat_dim, args.feature_format,
-                    _bad_records(args))
-    engine = _finetune_engine(args)
+                    _bad_records(args), args.features)
     # Under DeepSpeed the precision is settled with the config file (semvlp.train.ds_config); the engine reports it.
     precision = resolve_precision(args.precision, _device()) if engine else _precision(args, _device())
     options = FinetuneOptions(args.task, args.mode, args.steps, args.batch_size, args.lr, args.warmup_steps,
                               args.weight_decay, seed=args.seed, precision=precision.name)
     # finetune() casts each step's forward itself: a context around the loop would keep stale cast weights.
     results = run_finetune(options, data, config, state, args.output, args.train_split, tuple(args.eval_splits),
-                           args.max_answers, args.eval_batch_size, args.retrieval_images, _device(), engine=engine)
+                           args.max_answers, args.eval_batch_size, args.retrieval_images, _device(), engine=engine,
+                           num_workers=args.num_workers, vocab=vocab)
     if results is None:  # a rank other than 0 of a DeepSpeed launch: rank 0 saves, evaluates and reports
         return 0
     print(f"{args.task} ({args.mode}-stream) after {args.steps} steps:\n{format_metrics(results)}")
@@ -262,7 +275,7 @@ def _eval(args) -> int:
         config, state = _load_pretrained(args.model, "model")
         model, options = init_model("itm", config, state, None, 0).to(_device()), FinetuneOptions("itm", args.mode)
     data = TaskData(args.data, tokenizer_for(model.config, args.vocab or _vocab_beside(args.model)),
-                    model.config.visual_feat_dim, args.feature_format, _bad_records(args))
+                    model.config.visual_feat_dim, args.feature_format, _bad_records(args), args.features)
     with autocast(precision, _device()):
         results = {split: evaluate(model, options, data, split, args.batch_size, args.retrieval_images)
                    for split in args.splits}
@@ -278,7 +291,7 @@ def _predict(args) -> int:
 
     count = run_predict(args.task, args.model, args.data, args.split, args.out, args.vocab or _vocab_beside(args.model),
                         args.batch_size, args.retrieval_images, args.top_k, args.feature_format, _bad_records(args),
-                        _device())
+                        _device(), feature_files=args.features)
     print(f"wrote {args.out}: {args.task} predictions for {count} {args.split} queries")
     return 0
 
@@ -320,6 +333,14 @@ def _ablation(args) -> int:
     return 0
 
 
+def _add_features(parser) -> None:
+    parser.add_argument("--features", nargs="+", metavar="FILE_OR_GLOB",
+                        help="feature files to read instead of the data folder's own: paths or quoted glob patterns "
+                             "(relative to the working directory), e.g. 'feats/train2014_*.tsv' feats/val2014.tsv; "
+                             "read as one store (.tsv, .h5/.hdf5, npz folders; an image id in two files is a bad "
+                             "record)")
+
+
 def _add_finetune(commands) -> None:
     p = commands.add_parser("finetune", help="fine-tune a downstream task (qa, itm, nlvr2) from a pretraining export")
     p.add_argument("--task", choices=("qa", "itm", "nlvr2"), required=True,
@@ -345,6 +366,9 @@ def _add_finetune(commands) -> None:
     p.add_argument("--eval-batch-size", type=positive_int, default=128)
     p.add_argument("--retrieval-images", type=positive_int, default=100, help="itm: images in the retrieval pool")
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
+    _add_features(p)
+    p.add_argument("--num-workers", type=workers, default="auto",
+                   help="DataLoader worker processes (without --deepspeed-config); auto (default): min(4, CPUs - 1)")
     p.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
     p.add_argument("--report", help="also write <split>_accuracy of every eval split and the set-up to this JSON")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
@@ -373,6 +397,7 @@ def _add_finetune(commands) -> None:
     e.add_argument("--retrieval-images", type=positive_int, default=100, help="itm: images in the retrieval pool")
     e.add_argument("--out", help="write the results as JSON here")
     e.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
+    _add_features(e)
     e.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
     e.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     e.set_defaults(run=_eval)
@@ -391,6 +416,7 @@ def _add_finetune(commands) -> None:
     r.add_argument("--top-k", type=positive_int, default=10, help="retrieval: entries in each ranking")
     r.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="which feature files to read")
     r.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records instead of failing")
+    _add_features(r)
     r.set_defaults(run=_predict)
 
 
@@ -461,6 +487,7 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--region-features", choices=REGION_FEATURES, default=d.region_features,
                    help="--data synthetic: hand features (colour statistics, shape cues) or pooled CNN features")
     p.add_argument("--feature-format", choices=("tsv", "h5", "npz"), help="data folder: which feature files to read")
+    _add_features(p)
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: bert-base-uncased's)")
     p.add_argument("--attribute-mask-rate", type=float, default=d.attribute_mask_rate,
                    help="share of captions with grounded words (colour words, spatial relation words) that become "
@@ -476,8 +503,7 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--eval-every", type=non_negative_int, default=d.eval_every,
                    help="steps between held-out evaluations (0: at the end only)")
     p.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
-    p.add_argument("--num-workers", type=non_negative_int, default=d.num_workers,
-                   help="DataLoader worker processes per rank")
+    p.add_argument("--num-workers", type=workers, default=d.num_workers, help=WORKERS_HELP)
     p.add_argument("--max-nonfinite-steps", type=positive_int, default=d.max_nonfinite_steps,
                    help="stop after this many consecutive steps with a NaN/inf loss")
     p.add_argument("--export", action="store_true", help="write OUTPUT/export/model.safetensors at the end")

@@ -31,7 +31,6 @@ def _pretrain(out, *extra):
     (_pretrain("out"), "--checkpoint-every", "0", 1),
     (_pretrain("out"), "--micro-batch-size", "-4", 1),
     (_pretrain("out"), "--gradient-accumulation-steps", "0", 1),
-    (_pretrain("out"), "--num-workers", "-1", 0),
     (["data", "synth", "--out", "x"], "--train", "0", 1),
     (["data", "synth", "--out", "x"], "--val", "-3", 0),
     (["data", "vocab", "--corpus", "c.txt", "--out", "x"], "--vocab-size", "0", 1),

@@ -7,6 +7,7 @@ seeded from (seed, step, rank): a run resumed from a checkpoint computes exactly
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from ..train.ds_config import RunConfig, load_deepspeed_config
 from ..train.engine import build_engine
 from ..train.loop import step_seed
 from ..train.metrics import MetricsLogger
-from ..train.run_data import MicroBatchSampler
+from ..train.run_data import MicroBatchSampler, ranks_on_node, resolve_num_workers
 from ..train.run_folder import remove_history
 from .loop import FinetuneOptions, task_loss
 
@@ -95,9 +96,10 @@ def _fp32_weights(engine, buffers: dict[str, torch.Tensor], device: torch.device
 
 
 def finetune_with_engine(model: torch.nn.Module, dataset, options: FinetuneOptions, engine_options: EngineOptions,
-                         output, env: Distributed) -> torch.nn.Module:
+                         output, env: Distributed, num_workers: int | str = 0) -> torch.nn.Module:
     """Trains `model` for options.steps optimizer steps under DeepSpeed, with checkpoints every
-    engine_options.checkpoint_every steps and at the end, and OUTPUT/metrics.jsonl and tensorboard/ (rank 0).
+    engine_options.checkpoint_every steps and at the end, and OUTPUT/metrics.jsonl and tensorboard/ (rank 0);
+    each rank reads its micro-batches with `num_workers` DataLoader processes ("auto": `resolve_num_workers`).
     Returns the trained model in fp32 on every rank. options.precision is set to the precision the engine ran."""
     out = Path(output)
     if engine_options.overwrite and env.is_main:
@@ -112,15 +114,21 @@ def finetune_with_engine(model: torch.nn.Module, dataset, options: FinetuneOptio
     start = checkpoints.start_step(engine, engine_options.resume)
     sampler = MicroBatchSampler(len(dataset), micro, accumulation, env.world_size, env.rank, options.seed, start,
                                 options.steps)
+    workers, why = resolve_num_workers(num_workers, in_memory=False, local_ranks=ranks_on_node(env.world_size))
+    # The sampler fixes which samples each micro-batch holds and a sample draws its randomness from (seed, epoch,
+    # index), so the batches do not depend on the number of workers.
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                         collate_fn=functools.partial(collate, box_dim=box_dim))
     if env.is_main:
         print(run.precision.describe(), flush=True)
+        logger.info("DataLoader: %d worker processes per rank (%s)", workers, why)
         logger.info("fine-tuning under DeepSpeed: global batch %d (%d x %d accumulation x %d ranks); ZeRO stage %d, "
                     "%s; steps %d..%d", sampler.global_batch, micro, accumulation, env.world_size, run.zero_stage,
                     run.precision.name, start, options.steps)
     saved = {"finetune.json": json.dumps(asdict(options), indent=2) + "\n",
              "config.json": json.dumps(model.config.to_dict(), indent=2) + "\n"}
     metrics = MetricsLogger(out, env.is_main, options.steps, start)
-    batches = iter(sampler)
+    batches = iter(loader)
     engine.train()
     try:
         for step in range(start, options.steps):
@@ -128,7 +136,7 @@ def finetune_with_engine(model: torch.nn.Module, dataset, options: FinetuneOptio
             began = time.perf_counter()
             total = torch.zeros(1, dtype=torch.float64)
             for _ in range(accumulation):
-                batch = collate([dataset[key] for key in next(batches)], box_dim).to(env.device)
+                batch = next(batches).to(env.device)
                 logits = engine(*batch.inputs(run.dtype), mode=options.mode)
                 loss = task_loss(options.task, logits, batch.targets)
                 engine.backward(loss)

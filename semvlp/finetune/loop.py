@@ -12,9 +12,9 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from ..model import (SemVLPConfig, SemVLPForImageTextMatching, SemVLPForPairedRe
 from ..model.config import MODES
 from ..model.pretrained_io import read_pretrained_config
 from ..train.precision import PRECISIONS, autocast, resolve_precision
+from ..train.run_data import MicroBatchSampler
 
 
 @dataclass
@@ -97,9 +98,10 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
 
 
 def finetune(model: torch.nn.Module, dataset, options: FinetuneOptions, metrics_path=None,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, num_workers: int = 0) -> list[dict]:
     """Trains `model` in place for options.steps steps on `dataset` (read with (epoch, index) keys, a seeded
-    permutation per epoch); returns one record per step (also appended to `metrics_path` as JSON lines)."""
+    permutation per epoch, by `num_workers` DataLoader processes: the batches are the same with any number);
+    returns one record per step (also appended to `metrics_path` as JSON lines)."""
     if len(dataset) < 1:
         raise ValueError("dataset: expected at least one example, got none")
     device = next(model.parameters()).device
@@ -110,21 +112,20 @@ def finetune(model: torch.nn.Module, dataset, options: FinetuneOptions, metrics_
     optimizer = torch.optim.AdamW(_parameter_groups(model, options.weight_decay), lr=options.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, options))
     batch_size = min(options.batch_size, len(dataset))
-    steps_per_epoch = len(dataset) // batch_size
+    sampler = MicroBatchSampler(len(dataset), batch_size, 1, 1, 0, options.seed, 0, options.steps)
+    # The loader's own generator seeds its workers, so the global RNG (dropout) draws what it drew without one.
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=partial(collate, box_dim=box_dim),
+                                         num_workers=num_workers, pin_memory=device.type == "cuda",
+                                         generator=torch.Generator().manual_seed(options.seed))
     torch.manual_seed(options.seed)
     model.train()
     records, log = [], open(metrics_path, "w") if metrics_path is not None else None
-    bar = tqdm(range(options.steps), desc=f"fine-tune {options.task} ({options.mode}-stream)", disable=not progress,
+    bar = tqdm(loader, desc=f"fine-tune {options.task} ({options.mode}-stream)", disable=not progress,
                unit="step", leave=False)
-    order, order_epoch = None, None
+    began = time.perf_counter()
     try:
-        for step in bar:
-            epoch, position = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = np.random.default_rng([options.seed, epoch]).permutation(len(dataset)), epoch
-            keys = order[position * batch_size:(position + 1) * batch_size]
-            began = time.perf_counter()
-            batch = collate([dataset[(epoch, int(i))] for i in keys], box_dim).to(device)
+        for step, batch in enumerate(bar):
+            batch = batch.to(device, non_blocking=True)
             with autocast(precision, device):
                 loss = task_loss(options.task, model(*batch.inputs(), mode=options.mode), batch.targets)
             if not math.isfinite(loss.item()):
@@ -136,8 +137,10 @@ def finetune(model: torch.nn.Module, dataset, options: FinetuneOptions, metrics_
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            record = {"step": step + 1, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                      "examples_per_s": len(keys) / (time.perf_counter() - began)}
+            record = {"step": step + 1, "epoch": step // sampler.steps_per_epoch, "loss": loss.item(),
+                      "lr": scheduler.get_last_lr()[0], "examples_per_s": len(batch.targets) / (time.perf_counter()
+                                                                                                - began)}
+            began = time.perf_counter()
             records.append(record)
             if log is not None:
                 log.write(json.dumps(record) + "\n")
@@ -148,11 +151,12 @@ def finetune(model: torch.nn.Module, dataset, options: FinetuneOptions, metrics_
     return records
 
 
-def save_finetuned(model: torch.nn.Module, options: FinetuneOptions, folder) -> Path:
+def save_finetuned(model: torch.nn.Module, options: FinetuneOptions, folder, vocab=None) -> Path:
+    """The save_pretrained layout (with `vocab` copied as vocab.txt when given) plus finetune.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     training = {key: value for key, value in asdict(options).items() if key != "answers"}
-    model.save_pretrained(folder, training=training)
+    model.save_pretrained(folder, vocab=vocab, training=training)
     (folder / "finetune.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
     return folder
 

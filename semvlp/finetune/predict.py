@@ -90,13 +90,14 @@ def predict_nlvr2(model, options: FinetuneOptions, data: TaskData, split: str, b
 
 def run_predict(task: str, model_dir, data_folder, split: str, out, vocab, batch_size: int = 128,
                 num_images: int = 100, top_k: int = 10, feature_format: str | None = None, bad=None,
-                device="cpu", progress: bool = True) -> int:
+                device="cpu", progress: bool = True, feature_files: list[str] | None = None) -> int:
     """Loads a `semvlp finetune` output folder, writes the predictions of `task` on the data folder's `split` to
-    `out` (JSON) and returns how many queries (questions, captions, statements) it answered."""
+    `out` (JSON) and returns how many queries (questions, captions, statements) it answered. `feature_files`
+    (paths or globs) replace the data folder's own feature files, as `--features` does."""
     model, options = load_finetuned(model_dir, device)
     check_model_task(task, options, model_dir)
     data = TaskData(data_folder, tokenizer_for(model.config, vocab), model.config.visual_feat_dim, feature_format,
-                    bad)
+                    bad, feature_files)
     desc = f"predict {task} {split}" if progress else None
     if task == "vqa":
         result = predict_vqa(model, options, data, split, batch_size, desc)

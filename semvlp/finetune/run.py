@@ -28,6 +28,7 @@ from ..eval.task_eval import (RETRIEVAL_KS, checked_retrieval_pool, evaluate_itm
 from ..model import SemVLPConfig
 from ..train.distributed import distributed_run
 from ..train.precision import autocast, resolve_precision
+from ..train.run_data import expand_feature_files, resolve_num_workers
 from ..train.run_folder import check_output
 from .loop import FinetuneOptions, finetune, init_model, save_finetuned
 
@@ -49,9 +50,12 @@ class TaskData:
     """A data folder opened once: its features, and the datasets of a task's splits."""
 
     def __init__(self, folder, tokenizer: WordPieceTokenizer, feature_dim: int, feature_format: str | None = None,
-                 bad: BadRecords | None = None):
+                 bad: BadRecords | None = None, feature_files=None):
+        """`feature_files`: paths or glob patterns (relative to the working directory) of the feature files to
+        read instead of the folder's own (`semvlp.train.run_data.expand_feature_files`)."""
         self.folder, self.tokenizer, self.bad = Path(folder), tokenizer, bad or BadRecords()
-        self.features = open_features(self.folder, feature_format, self.bad, feature_dim=feature_dim)
+        files = None if feature_files is None else expand_feature_files(feature_files, feature_format)
+        self.features = open_features(self.folder, feature_format, self.bad, feature_dim=feature_dim, files=files)
         self._corpora = {}
 
     def corpus(self, split: str):
@@ -97,10 +101,13 @@ def evaluate(model, options: FinetuneOptions, data: TaskData, split: str, batch_
 def run_finetune(options: FinetuneOptions, data: TaskData, config: SemVLPConfig, state_dict: dict | None,
                  output, train_split: str = "train", eval_splits: tuple[str, ...] = ("val",), max_answers: int = 3129,
                  eval_batch_size: int = 128, retrieval_images: int = 100, device: str | torch.device = "cpu",
-                 progress: bool = True, engine: EngineOptions | None = None) -> dict[str, dict[str, float]] | None:
-    """Fine-tunes, saves to `output` and evaluates on `eval_splits`; returns {split: metrics} (also written to
-    OUTPUT/results.json). With `engine` the training runs under DeepSpeed on every rank of the launch
-    (semvlp.finetune.engine_loop) and rank 0 saves and evaluates; the other ranks return None."""
+                 progress: bool = True, engine: EngineOptions | None = None,
+                 num_workers: int | str = "auto", vocab=None) -> dict[str, dict[str, float]] | None:
+    """Fine-tunes, saves to `output` (with a copy of `vocab`, the tokenizer's vocab.txt, when given, so that eval
+    and predict read the text as training did) and evaluates on `eval_splits`; returns {split: metrics} (also
+    written to OUTPUT/results.json). With `engine` the training runs under DeepSpeed on every rank of the launch
+    (semvlp.finetune.engine_loop) and rank 0 saves and evaluates; the other ranks return None. Either way the data
+    is read with `num_workers` DataLoader processes per rank ("auto": `resolve_num_workers`)."""
     output = Path(output)
     if engine is not None:
         check_output(output, engine.resume, engine.overwrite)
@@ -123,15 +130,18 @@ def run_finetune(options: FinetuneOptions, data: TaskData, config: SemVLPConfig,
     logger.info("fine-tuning %s on %d %s examples for %d steps (%s-stream)", options.task, len(dataset), train_split,
                 options.steps, options.mode)
     if engine is None:
-        finetune(model, dataset, options, output / "metrics.jsonl", progress)
+        workers, why = resolve_num_workers(num_workers, in_memory=False, local_ranks=1)
+        logger.info("DataLoader: %d worker processes (%s)", workers, why)
+        finetune(model, dataset, options, output / "metrics.jsonl", progress, workers)
     else:
         with distributed_run() as env:
             from .engine_loop import finetune_with_engine
 
-            model, is_main = finetune_with_engine(model, dataset, options, engine, output, env), env.is_main
+            model = finetune_with_engine(model, dataset, options, engine, output, env, num_workers)
+            is_main = env.is_main
         if not is_main:
             return None
-    save_finetuned(model, options, output)
+    save_finetuned(model, options, output, vocab)
     # The same precision as `semvlp eval` of the saved model, so the two report the same numbers.
     with autocast(resolve_precision(options.precision, device), device):
         results = {split: evaluate(model, options, data, split, eval_batch_size, retrieval_images, progress)

@@ -28,7 +28,7 @@ from .engine import build_engine, compile_engine
 from .metrics import MetricsLogger, plot_curves
 from .options import PretrainOptions
 from .run_data import (MicroBatchSampler, RunData, TokenBudgetSampler, dataset_token_budget, load_run_data,
-                       sample_lengths)
+                       ranks_on_node, resolve_num_workers, sample_lengths)
 from .run_folder import check_output, remove_history
 from .schedule import ModeSchedule
 
@@ -132,7 +132,8 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
         _check_resume_point(config, options, out / "checkpoints")
     bad = BadRecords(skip=options.skip_bad_records)
     data = load_run_data(options.data, bad, config.visual_feat_dim, options.synthetic_scenes, options.data_seed,
-                         options.feature_format, options.region_features, config.num_region_labels)
+                         options.feature_format, options.region_features, config.num_region_labels,
+                         options.features)
     if bad.total:
         logger.warning(bad.summary())
     answers = AnswerVocab.from_texts(data.train.texts, config.num_qa_labels)
@@ -179,11 +180,22 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
                                   config.visual_pos_dim, budget=budget)
         sampler = TokenBudgetSampler(len(dataset), sample_lengths(dataset), budget, accumulation, env.world_size,
                                      env.rank, options.seed, start, options.max_steps)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=train_collator,
-                                         num_workers=options.num_workers, pin_memory=env.device.type == "cuda")
+    workers, why = resolve_num_workers(options.num_workers, options.data == "synthetic",
+                                       ranks_on_node(env.world_size))
+    if env.is_main:
+        logger.info("DataLoader: %d worker processes per rank (%s)", workers, why)
+    loader = train_loader(dataset, sampler, train_collator, workers, env.device)
     metrics = MetricsLogger(out, env.is_main, options.max_steps, start)
     return Run(options, env, out, config, tokenizer, data, answers, bad, deepspeed, schedule, engine, checkpoints,
                collator, iter(loader), metrics, start, steps_per_epoch, global_batch)
+
+
+def train_loader(dataset, sampler, collator: Collator, num_workers: int,
+                 device: torch.device) -> torch.utils.data.DataLoader:
+    """This rank's micro-batches in the sampler's order. A sample and its masking are functions of its (epoch,
+    index) key alone (semvlp.data.dataset), so the batches are the same with any number of workers."""
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=num_workers,
+                                       pin_memory=device.type == "cuda")
 
 
 def train_step(run: Run, step: int) -> dict:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 # The smallest value of each integer option; the DeepSpeed config's overrides may also be None (keep the file's).
 _LEAST = {"max_steps": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "max_nonfinite_steps": 1,
           "eval_batch_size": 1, "synthetic_scenes": 1, "micro_batch_size": 1, "gradient_accumulation_steps": 1,
-          "warmup_steps": 0, "eval_every": 0, "num_workers": 0}
+          "warmup_steps": 0, "eval_every": 0}
 _OVERRIDES = ("micro_batch_size", "gradient_accumulation_steps", "warmup_steps")
 
 
@@ -31,6 +31,7 @@ class PretrainOptions:
     data_seed: int = 0                       # --data synthetic: seed of the scenes
     region_features: str = "hand"            # --data synthetic: "hand" or "cnn"
     feature_format: str | None = None        # data folder: tsv | h5 | npz (default: the one present)
+    features: list[str] | None = None        # feature files or glob patterns (default: the data folder's own)
     vocab: str | None = None                 # WordPiece vocab.txt (default: bert-base-uncased's)
     attribute_mask_rate: float = 0.0
     micro_batch_size: int | None = None      # overrides of the DeepSpeed config
@@ -41,7 +42,7 @@ class PretrainOptions:
     keep_checkpoints: int = 2
     eval_every: int = 0                      # 0: held-out evaluation at the end only
     eval_batch_size: int = 128
-    num_workers: int = 0
+    num_workers: int | str = "auto"          # DataLoader workers per rank; auto: run_data.resolve_num_workers
     max_nonfinite_steps: int = 20
     export: bool = False
     precision: str = "auto"                  # auto | bf16 | fp16 | fp32 (semvlp.train.ds_config: how it meets the file)
@@ -58,6 +59,12 @@ class PretrainOptions:
         if self.token_budget is not None and (isinstance(self.token_budget, bool)
                                               or not isinstance(self.token_budget, int) or self.token_budget < 1):
             raise ValueError(f"token_budget: expected a positive integer, got {self.token_budget!r}")
+        if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
+                                           or self.num_workers < 0):
+            raise ValueError(f"num_workers: expected 'auto' or an integer of at least 0, got {self.num_workers!r}")
+        if self.features is not None and self.data == "synthetic":
+            raise ValueError("features: the synthetic data are generated with their features; pass a data folder "
+                             "as data to read feature files")
         if self.resume and self.overwrite:
             raise ValueError("resume, overwrite: pass one of them (--resume continues the run in the output folder, "
                              "--overwrite deletes it)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import itertools
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -20,6 +23,9 @@ from ..model.inputs import TokenBudget
 logger = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("val", "novel")
+# A feature file's format by its suffix; a folder is an npz folder.
+_FORMAT_OF_SUFFIX = {".tsv": "tsv", ".h5": "h5", ".hdf5": "h5"}
+MAX_AUTO_WORKERS = 4
 
 
 @dataclass
@@ -28,13 +34,76 @@ class RunData:
     held_out: dict[str, Corpus]   # evaluation splits present: "val" (new scenes), "novel" (held-out combinations)
 
 
+def expand_feature_files(entries, feature_format: str | None = None, argument: str = "--features") -> list[Path]:
+    """The feature files named by `entries` (paths or glob patterns, relative to the working directory), in the
+    order given, each pattern's matches sorted. A pattern that matches nothing, a file named twice, a file whose
+    suffix is no feature format (.tsv, .h5/.hdf5, or a folder of npz files), or one of another format than
+    `feature_format` is a ValueError naming `argument`. Files of different formats are read as one store."""
+    if isinstance(entries, (str, Path)):
+        entries = [entries]
+    if not entries:
+        raise ValueError(f"{argument}: expected at least one feature file or glob pattern, got none")
+    found: dict[Path, str] = {}
+    for entry in map(str, entries):
+        pattern = os.path.expanduser(entry)
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        matches = [Path(m).absolute() for m in matches if os.path.exists(m)]
+        if not matches:
+            raise ValueError(f"{argument}: {entry!r} " + ("matches no file" if glob.has_magic(pattern) else
+                                                          "does not exist") + f" (relative to {os.getcwd()})")
+        for path in matches:
+            fmt = "npz" if path.is_dir() else _FORMAT_OF_SUFFIX.get(path.suffix.lower())
+            if fmt is None:
+                raise ValueError(f"{argument}: {path} (from {entry!r}) is not a feature file: expected .tsv, "
+                                 ".h5/.hdf5 files or folders of npz files")
+            if feature_format is not None and fmt != feature_format:
+                raise ValueError(f"{argument}: {path} (from {entry!r}) is a {fmt} feature file, but "
+                                 f"--feature-format {feature_format} reads every file as {feature_format}; "
+                                 "leave --feature-format out to read each file by its suffix")
+            if path in found:
+                raise ValueError(f"{argument}: {path} is named twice (by {found[path]!r} and {entry!r})")
+            found[path] = entry
+    # As patterns for `open_features`: a name with glob characters must match only itself.
+    return [path.parent / glob.escape(path.name) for path in found]
+
+
+def resolve_num_workers(requested: int | str, in_memory: bool, local_ranks: int,
+                        cpus: int | None = None) -> tuple[int, str]:
+    """(DataLoader worker processes per rank, why): an explicit number as given; "auto": none for data held in
+    memory (a worker only copies it), else min(4, CPUs per local rank - 1), the rest of a rank's CPUs left to
+    its main process."""
+    if requested != "auto":
+        return int(requested), "--num-workers"
+    if in_memory:
+        return 0, "--num-workers auto: the data are in memory"
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_rank = max(1, cpus // max(1, local_ranks))
+    workers = max(0, min(MAX_AUTO_WORKERS, per_rank - 1))
+    return workers, (f"--num-workers auto: file-backed data, {cpus} CPUs for {local_ranks} rank(s) on this node, "
+                     f"min({MAX_AUTO_WORKERS}, {per_rank} - 1)")
+
+
+def ranks_on_node(world_size: int) -> int:
+    """Ranks on this node: from the launcher (torchrun: LOCAL_WORLD_SIZE, deepspeed: LOCAL_SIZE), else all."""
+    for name in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return world_size
+
+
 def load_run_data(source: str, bad: BadRecords, feature_dim: int, synthetic_scenes: int = 4000,
                   data_seed: int = 0, feature_format: str | None = None, region_features: str = "hand",
-                  num_region_labels: int | None = None) -> RunData:
+                  num_region_labels: int | None = None, feature_files=None) -> RunData:
     """source "synthetic" (generated in memory, seeded by data_seed, with `region_features`, "hand" or "cnn")
-    or a data folder in the real formats. Every record is checked here, before any sample is drawn, against the
-    model config's `feature_dim` and `num_region_labels` (the classes of the masked-region label head)."""
+    or a data folder in the real formats, whose features are `feature_files` (paths or glob patterns, relative
+    to the working directory: `expand_feature_files`) where given, else the folder's own. Every record is checked
+    here, before any sample is drawn, against the model config's `feature_dim` and `num_region_labels` (the
+    classes of the masked-region label head)."""
     if source == "synthetic":
+        if feature_files is not None:
+            raise ValueError("--features: the synthetic data are generated with their features; pass --data a data "
+                             "folder to read feature files")
         held_out_scenes = max(synthetic_scenes // 10, 50)
         counts = {"train": synthetic_scenes, "val": held_out_scenes, "novel": held_out_scenes}
         splits = {split: to_corpus(generate_split(split, n, data_seed, feature_dim, features=region_features))
@@ -43,7 +112,11 @@ def load_run_data(source: str, bad: BadRecords, feature_dim: int, synthetic_scen
             _check_synthetic_labels(splits.values(), num_region_labels)
         return RunData(splits["train"], {s: splits[s] for s in EVAL_SPLITS})
     # A record of another feature size, or with an object label the model has no class for, is a bad record.
-    features = open_features(source, feature_format, bad, feature_dim=feature_dim, num_region_labels=num_region_labels)
+    files = None if feature_files is None else expand_feature_files(feature_files, feature_format)
+    if files is not None:
+        logger.info("features: %d files (%s)", len(files), ", ".join(map(str, files)))
+    features = open_features(source, feature_format, bad, feature_dim=feature_dim, num_region_labels=num_region_labels,
+                             files=files)
     train = load_corpus(source, "train", features=features, bad=bad)
     held_out = {}
     for split in EVAL_SPLITS:

@@ -52,7 +52,7 @@ def test_two_ranks_killed_after_a_checkpoint_resume_with_the_same_losses(coco_da
                     broken / "metrics.jsonl")
     logged = max(r["step"] for r in losses(broken))
     saved = int(latest_tag(broken / "checkpoints").removeprefix("step_"))
-    assert saved % EVERY == 0 and 0 < saved < logged < STEPS, (saved, logged)
+    assert saved % EVERY == 0 and 0 < saved <= logged < STEPS, (saved, logged)
     assert not (broken / "results.json").exists()
 
     run("torchrun", 2, _args(folder, broken, "--resume", deepspeed_config=deepspeed_config))
