@@ -328,8 +328,8 @@ def _ablation(args) -> int:
 
     setup = AblationSetup(**{k: v for k, v in vars(args).items() if k in AblationSetup.__dataclass_fields__})
     rows = run_ablation(setup)
-    print((Path(setup.reports) / "ablation.md").read_text())
-    print(f"{len(rows)} runs; reports in {setup.reports} (ablation.json, ablation.md, ablation.png)")
+    print((Path(setup.reports) / f"{setup.name}.md").read_text())
+    print(f"{len(rows)} runs; reports in {setup.reports} ({setup.name}.json, {setup.name}.md, {setup.name}.png)")
     return 0
 
 
@@ -424,15 +424,21 @@ def _add_ablation(commands) -> None:
     from .experiments.ablation import SCHEDULES, AblationSetup
 
     d = AblationSetup()
-    p = commands.add_parser("ablation", help="pretrain single-only, two-only and alternating with the same budget "
-                                             "and seeds, fine-tune and evaluate each, write reports")
+    p = commands.add_parser("ablation", help="pretrain with each mode schedule (single-only, two-only, alternating, "
+                                             "curricula) at the same budget and seeds, fine-tune and evaluate each, "
+                                             "write reports")
     p.add_argument("--output", default=d.output, help="runs and the synthetic data folder")
-    p.add_argument("--reports", default=d.reports, help="folder for ablation.json, ablation.md, ablation.png")
+    p.add_argument("--reports", default=d.reports, help="folder for the reports: NAME.json, NAME.md, NAME.png (--name)")
     p.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=d.schedules)
     p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
     p.add_argument("--model-config", type=_model_config, default=d.model_config)
     p.add_argument("--deepspeed-config", type=_deepspeed_config, default=d.deepspeed_config)
+    p.add_argument("--name", default=d.name, help="the reports' file name stem (ablation, schedule_study)")
     p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps, help="the same for every schedule")
+    p.add_argument("--ranks", type=int, default=d.ranks,
+                   help="pretraining processes per run (under DeepSpeed's launcher when more than one)")
+    p.add_argument("--pretrain-options", default=d.pretrain_options,
+                   help="more `semvlp pretrain` options for every run, as one string (--pretrain-options='--lr 2e-3')")
     p.add_argument("--micro-batch-size", type=int, default=d.micro_batch_size, help="pretraining batch")
     p.add_argument("--lr", type=float, default=d.lr, help="pretraining peak learning rate")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
@@ -455,6 +461,7 @@ def _add_ablation(commands) -> None:
 def _add_pretrain(commands) -> None:
     from .data.synthetic import REGION_FEATURES
     from .train.options import PretrainOptions
+    from .train.schedule import MODE_SCHEDULES
 
     d = PretrainOptions
     p = commands.add_parser("pretrain", help="pretrain under DeepSpeed (launch with deepspeed, torchrun or plainly)")
@@ -467,9 +474,11 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--output", required=True, help="run folder: checkpoints/, metrics.jsonl, tensorboard/, curves.png")
     p.add_argument("--max-steps", type=positive_int, required=True,
                    help="optimizer steps (also the LR schedule's length)")
-    p.add_argument("--mode-schedule", choices=("alternate", "single", "two"), default=d.mode_schedule)
+    p.add_argument("--mode-schedule", choices=MODE_SCHEDULES, default=d.mode_schedule,
+                   help="alternate the modes, one mode only, or a curriculum: one mode, then the other")
     p.add_argument("--mode-ratio", default=d.mode_ratio,
-                   help="alternate: blocks of single-stream : blocks of two-stream")
+                   help="alternate: blocks of single-stream : blocks of two-stream; curriculum: the run's steps split "
+                        "S parts single-stream : T parts two-stream (1:1 switches at half)")
     p.add_argument("--mode-granularity", default=d.mode_granularity,
                    help="alternate: block length, 'step', 'epoch' or N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/latest")

@@ -147,14 +147,14 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
     global_batch = micro * accumulation * env.world_size
     steps_per_epoch = len(dataset) // global_batch
     schedule = ModeSchedule.parse(options.mode_schedule, options.mode_ratio, options.mode_granularity,
-                                  steps_per_epoch)
+                                  steps_per_epoch, options.max_steps)
 
     torch.manual_seed(options.seed)
     model = SemVLPForPretraining(config)
     # Saved with the weights, so a resumed run, fine-tuning and the export standardise the same way.
     mean, std = data.train.feature_statistics()
     model.semvlp.region_embeddings.set_feature_statistics(mean, std)
-    engine = build_engine(model, deepspeed, alternating=schedule.kind == "alternate")
+    engine = build_engine(model, deepspeed, alternating=len(schedule.modes) > 1)
     if options.compile:
         compile_engine(engine, env.device)
     checkpoints = CheckpointManager(out / "checkpoints", env.is_main, keep=options.keep_checkpoints)
@@ -255,7 +255,7 @@ def _train(run: Run) -> None:
 
 def run_eval(run: Run, step: int) -> dict:
     """Held-out accuracy of every mode the schedule trains, logged at `step`."""
-    modes = ["single", "two"] if run.schedule.kind == "alternate" else [run.schedule.kind]
+    modes = list(run.schedule.modes)
     # A compiled model evaluates eagerly: held-out batches have shapes of their own, not worth compiling for.
     with torch.compiler.set_stance("force_eager" if run.options.compile else "default"):
         results = evaluate(run.engine, run.data.held_out, run.tokenizer, run.answers, run.collator, modes,

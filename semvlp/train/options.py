@@ -19,7 +19,7 @@ class PretrainOptions:
     output: str                              # run folder: checkpoints/, metrics.jsonl, tensorboard/, curves.png
     max_steps: int                           # optimizer steps (also the LR schedule's length)
     data: str = "synthetic"                  # "synthetic" (generated in memory) or a data folder
-    mode_schedule: str = "alternate"         # alternate | single | two
+    mode_schedule: str = "alternate"         # one of semvlp.train.schedule.MODE_SCHEDULES
     mode_ratio: str = "1:1"                  # alternate: blocks of single-stream : blocks of two-stream
     mode_granularity: str = "step"           # alternate: block length, "step", "epoch" or N steps
     resume: bool = False                     # continue the run in `output` from its latest checkpoint

@@ -157,7 +157,8 @@ def test_pretrain_takes_the_flag_and_defaults_to_auto():
 
 def test_the_makefile_pretrains_with_an_auto_config():
     makefile = (REPO / "Makefile").read_text()
-    assert "--deepspeed-config configs/deepspeed/zero2_auto.json" in makefile
+    assert "MAIN_DEEPSPEED_CONFIG := configs/deepspeed/zero2_auto.json" in makefile
+    assert "--deepspeed-config $(MAIN_DEEPSPEED_CONFIG)" in makefile
 
 
 # The plain-PyTorch commands.
