@@ -42,16 +42,29 @@ class LayerNorm(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if weight is not None and len(self.normalized_shape) == 1:
+            # One normalised dim, the op's own layout: the op checks x's last dim against the weight (once per
+            # signature); only a failed call compares it with normalized_shape, for the message below.
+            try:
+                return ops.layer_norm(x, weight, self.bias, self.eps, backend=self.backend)
+            except ValueError:
+                self._check_trailing_dims(x)
+                raise
+        self._check_trailing_dims(x)
         n = len(self.normalized_shape)
-        if n == 1 and x.shape[-1:] == self.normalized_shape:  # one normalised dim: the op's own layout
-            return ops.layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
-        if tuple(x.shape[x.dim() - n:]) != self.normalized_shape:
-            raise ValueError(f"x: expected trailing dims {self.normalized_shape}, got shape {tuple(x.shape)}")
+        if n == 1:
+            return ops.layer_norm(x, weight, self.bias, self.eps, backend=self.backend)
         # The ops normalise over the last dim; several normalised dims are flattened into one.
         flat = x.reshape(*x.shape[:x.dim() - n], math.prod(self.normalized_shape))
-        weight = None if self.weight is None else self.weight.reshape(-1)
+        weight = None if weight is None else weight.reshape(-1)
         bias = None if self.bias is None else self.bias.reshape(-1)
         return ops.layer_norm(flat, weight, bias, self.eps, backend=self.backend).view_as(x)
+
+    def _check_trailing_dims(self, x) -> None:
+        n = len(self.normalized_shape)
+        if isinstance(x, torch.Tensor) and tuple(x.shape[x.dim() - n:]) != self.normalized_shape:
+            raise ValueError(f"x: expected trailing dims {self.normalized_shape}, got shape {tuple(x.shape)}")
 
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "

@@ -49,15 +49,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attention_ma
     Returns:
         (batch, seqlen_q, nheads, headdim), dtype of q.
     """
-    state = dispatch.settings()
-    try:
-        key = None if state is None else (
-            "attention", backend, state, q.dtype, q.device, q.shape, q.requires_grad, k.dtype, k.device, k.shape,
-            k.requires_grad, v.dtype, v.device, v.shape, v.requires_grad, dispatch.optional_meta(attention_mask),
-            dropout_p, softmax_scale, causal)
-    except AttributeError:  # an argument that is not a tensor: the checks say which
-        key = None
-    found = dispatch.lookup(key)
+    if dispatch.is_compiling():  # traced: checked and chosen as in eager, nothing cached
+        key = found = None
+    else:
+        try:
+            grad = dispatch.is_grad_enabled()
+            key = ("attention", backend, grad, dispatch.environment(), dropout_p, softmax_scale, causal, q.dtype,
+                   q.device, q.shape, k.dtype, k.device, k.shape, v.dtype, v.device, v.shape,
+                   None if attention_mask is None else (attention_mask.dtype, attention_mask.device,
+                                                        attention_mask.shape),
+                   grad and (q.requires_grad or k.requires_grad or v.requires_grad))
+            found = dispatch.RESOLVED.get(key)
+        except (AttributeError, TypeError):  # not a tensor, or unhashable: the checks say which
+            key = found = None
     if found is None:
         check_qkv(q, k, v, layout_ndim=4)
         mask = normalize_attention_mask(attention_mask, q.shape[0], k.shape[1], q.device)
@@ -65,10 +69,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attention_ma
         scale = _checked_scale(softmax_scale, causal, q.shape[-1])
         inputs = dict(q=q, k=k, v=v, attention_mask=mask, dropout_p=float(dropout_p), softmax_scale=scale,
                       causal=causal)
-        return _run(dispatch.resolve(key, "attention", backend, inputs), inputs)
+        found = dispatch.resolve(key, "attention", backend, inputs)
+        return _run(found, inputs) if found[3] is None else found[3](q, k, v, mask)
     mask = attention_mask
     if mask is not None and mask.dtype != torch.bool:
         mask = integer_mask_as_bool(mask)
+    if found[3] is not None:  # specialized: (q, k, v, the mask as bool or None)
+        return found[3](q, k, v, mask)
     scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     return _run(found, dict(q=q, k=k, v=v, attention_mask=mask, dropout_p=float(dropout_p), softmax_scale=scale,
                             causal=causal))
@@ -96,16 +103,18 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     Returns:
         (total_q, nheads, headdim), dtype of q.
     """
-    state = dispatch.settings()
-    try:
-        # The offsets' values are checked on every call (check_offsets) and the backends' rules read none of them.
-        key = None if state is None else (
-            "varlen_attention", backend, state, q.dtype, q.device, q.shape, q.requires_grad, k.dtype, k.device,
-            k.shape, k.requires_grad, v.dtype, v.device, v.shape, v.requires_grad, max_seqlen_q, max_seqlen_k,
-            dropout_p, softmax_scale, causal)
-    except AttributeError:  # an argument that is not a tensor: the checks say which
-        key = None
-    found = dispatch.lookup(key)
+    if dispatch.is_compiling():  # traced: checked and chosen as in eager, nothing cached
+        key = found = None
+    else:
+        try:
+            # The offsets' values are checked on every call (check_offsets) and the backends' rules read none.
+            grad = dispatch.is_grad_enabled()
+            key = ("varlen_attention", backend, grad, dispatch.environment(), max_seqlen_q, max_seqlen_k, dropout_p,
+                   softmax_scale, causal, q.dtype, q.device, q.shape, k.dtype, k.device, k.shape, v.dtype, v.device,
+                   v.shape, grad and (q.requires_grad or k.requires_grad or v.requires_grad))
+            found = dispatch.RESOLVED.get(key)
+        except (AttributeError, TypeError):  # not a tensor, or unhashable: the checks say which
+            key = found = None
     if found is None:
         check_qkv(q, k, v, layout_ndim=3)
     if check_offsets:  # reads the offsets' values, so on every call

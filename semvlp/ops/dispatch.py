@@ -10,11 +10,15 @@ from inputs where another backend measured faster; the backend's module holds th
 rule. Backends whose kernels draw dropout from the counter-based Philox stream of `semvlp.ops.rng` say so
 (`philox_dropout`), and the public op then draws the call's (seed, offset) for them.
 
-The public ops resolve a call once per signature (`lookup`, `resolve`). A signature holds the op, the requested
-backend, `settings()` (grad mode and the environment variables that dispatch and the backends read:
-SEMVLP_BACKEND, `Backend.env_vars`), each tensor argument's dtype, device, shape and requires_grad and the other
-arguments' values: all that the argument checks and the backends' rules read. A call whose signature was
-resolved before skips both; checks of tensor values (integer masks, offsets) still run on every call.
+The public ops resolve a call once per signature (`resolve`, then `RESOLVED[signature]`). A signature holds the
+op, the requested backend, grad mode, `environment()` (the environment variables that dispatch and the backends
+read: SEMVLP_BACKEND, `Backend.env_vars`), whether autograd records the call (`records_grad` over every tensor argument:
+all that the backends' rules read of requires_grad), each tensor argument's dtype, device and shape and the other
+arguments' values: all that the argument checks and the backends' rules read. A call whose signature was resolved
+before skips both; checks of tensor values (integer masks, offsets) still run on every call. A backend may also
+give, per op, a `specialized` implementation for one signature: it takes the op's tensor arguments positionally
+(the order each public op documents in its source) with everything else bound, so that the op calls plain PyTorch
+with no keyword building and no per-call decisions.
 Registering a backend clears the cache; `clear_cache()` does so after a change dispatch cannot see (a backend's
 availability patched in a test).
 """
@@ -50,6 +54,9 @@ class Backend:
     auto_reasons: Callable[[str, dict], list[str]] | None = None
     # Environment variables this backend's rules read (they become part of every resolved signature).
     env_vars: tuple[str, ...] = ()
+    # op name -> specialise(**inputs) -> the implementation for calls of exactly this signature, taking the op's
+    # tensor arguments positionally, or None (then the op calls `ops[op]`'s implementation with keywords).
+    specialized: dict[str, Callable[..., Callable | None]] = field(default_factory=dict)
 
     def not_supported_reasons(self, op: str, inputs: dict) -> list[str]:
         reason = self.unavailable()
@@ -73,6 +80,8 @@ def register_backend(backend: Backend) -> None:
     _BY_PRIORITY[:] = sorted(_BACKENDS.values(), key=lambda b: -b.priority)
     names = dict.fromkeys([ENV_VAR, *(v for b in _BY_PRIORITY for v in b.env_vars)])
     _ENV_KEYS[:] = [_encode_env_key(name) for name in names]
+    global environment
+    environment = _environment_reader(tuple(_ENV_KEYS))
     clear_cache()
 
 
@@ -82,7 +91,7 @@ def register_backend(backend: Backend) -> None:
 # behind os.environ, read with pre-encoded names, sees every change made through os.environ just the same.
 _ENVIRON = getattr(os.environ, "_data", None)
 _ENV_KEYS: list = []
-RESOLVED: dict[tuple, tuple[str, Callable, bool]] = {}
+RESOLVED: dict[tuple, tuple[str, Callable, bool, Callable | None]] = {}
 MAX_RESOLVED = 4096  # signatures kept; the cache starts over when full (shapes of packed batches vary)
 
 
@@ -90,24 +99,24 @@ def _encode_env_key(name: str):
     return os.environ.encodekey(name) if _ENVIRON is not None else name
 
 
-def environment() -> tuple:
-    """The values of the environment variables that dispatch and the backends read; part of every signature."""
-    if _ENVIRON is None:
-        return tuple(os.environ.get(k) for k in _ENV_KEYS)
-    return tuple(map(_ENVIRON.get, _ENV_KEYS))
+def _environment_reader(keys: tuple) -> Callable[[], tuple]:
+    """A function returning the values of `keys` in the environment; unrolled for the usual two names (a tuple
+    of two lookups costs a third of `tuple(map(...))`, and every op call reads it)."""
+    get = _ENVIRON.get if _ENVIRON is not None else os.environ.get
+    if len(keys) == 2:
+        first, second = keys
+        return lambda: (get(first), get(second))
+    return lambda: tuple(map(get, keys))
 
 
-def settings() -> tuple | None:
-    """The state besides the arguments that a signature holds (grad mode, `environment()`); None under
-    torch.compile, where nothing is cached or skipped (the tracer sees the checks and the choice as in eager)."""
-    if torch.compiler.is_compiling():
-        return None
-    return torch.is_grad_enabled(), environment()
+environment = _environment_reader(())
+"""The values of the environment variables that dispatch and the backends read; part of every signature."""
 
 
-def optional_meta(t: torch.Tensor | None) -> tuple | None:
-    """An optional tensor argument's part of a signature (AttributeError when it is not a tensor)."""
-    return None if t is None else (t.dtype, t.device, t.shape, t.requires_grad)
+# What every public op reads first: under torch.compile nothing is cached or skipped (the tracer sees the checks
+# and the choice as in eager); grad mode is part of every signature.
+is_compiling = torch.compiler.is_compiling
+is_grad_enabled = torch.is_grad_enabled
 
 
 def clear_cache() -> None:
@@ -115,19 +124,15 @@ def clear_cache() -> None:
     RESOLVED.clear()
 
 
-def lookup(key: tuple | None) -> tuple[str, Callable, bool] | None:
-    """What `resolve` remembered for this signature, or None (never resolved, or an argument is unhashable)."""
-    try:
-        return RESOLVED.get(key)
-    except TypeError:
-        return None
-
-
-def resolve(key: tuple | None, op: str, backend: str, inputs: dict) -> tuple[str, Callable, bool]:
-    """(backend name, implementation, philox_dropout) for a call whose arguments passed their checks; remembered
-    under `key` for `lookup` (None: not remembered)."""
+def resolve(key: tuple | None, op: str, backend: str, inputs: dict) -> tuple[str, Callable, bool, Callable | None]:
+    """(backend name, implementation, philox_dropout, specialized implementation or None) for a call whose
+    arguments passed their checks; remembered as `RESOLVED[key]` (None: not remembered)."""
     name, impl = choose(op, backend, inputs)
-    found = (name, impl, _BACKENDS[name].philox_dropout)
+    chosen = _BACKENDS[name]
+    # Not for a patched choice, nor where the op must draw the Philox seeds.
+    own = chosen.ops.get(op, (None, None))[1] is impl and not chosen.philox_dropout
+    specialize = chosen.specialized.get(op) if own else None
+    found = (name, impl, chosen.philox_dropout, None if specialize is None else specialize(**inputs))
     if key is not None:
         if len(RESOLVED) >= MAX_RESOLVED:
             RESOLVED.clear()

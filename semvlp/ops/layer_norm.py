@@ -29,17 +29,25 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     Returns:
         Like x.
     """
-    state = dispatch.settings()
-    try:
-        key = None if state is None else ("layer_norm", backend, state, x.dtype, x.device, x.shape, x.requires_grad,
-                                          dispatch.optional_meta(weight), dispatch.optional_meta(bias), eps)
-    except AttributeError:  # an argument that is not a tensor: the checks say which
-        key = None
-    found = dispatch.lookup(key)
+    if dispatch.is_compiling():  # traced: checked and chosen as in eager, nothing cached
+        key = found = None
+    else:
+        try:
+            grad = dispatch.is_grad_enabled()
+            key = ("layer_norm", backend, grad, dispatch.environment(), eps, x.dtype, x.device, x.shape,
+                   None if weight is None else (weight.dtype, weight.device, weight.shape),
+                   None if bias is None else (bias.dtype, bias.device, bias.shape),
+                   grad and (x.requires_grad or weight is not None and weight.requires_grad
+                             or bias is not None and bias.requires_grad))
+            found = dispatch.RESOLVED.get(key)
+        except (AttributeError, TypeError):  # not a tensor, or unhashable: the checks say which
+            key = found = None
     if found is None:
         check_normalized_shape(x, weight, bias)
         _check_eps(eps)
         found = dispatch.resolve(key, "layer_norm", backend, dict(x=x, weight=weight, bias=bias, eps=float(eps)))
+    if found[3] is not None:  # specialized: (x, weight, bias)
+        return found[3](x, weight, bias)
     return found[1](x=x, weight=weight, bias=bias, eps=float(eps))
 
 
@@ -63,15 +71,22 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
     Returns:
         out, or (out, prenorm_sum) when prenorm=True, shaped like x in the promoted dtype of x and residual.
     """
-    state = dispatch.settings()
-    try:
-        key = None if state is None else (
-            "add_layer_norm", backend, state, x.dtype, x.device, x.shape, x.requires_grad, residual.dtype,
-            residual.device, residual.shape, residual.requires_grad, dispatch.optional_meta(weight),
-            dispatch.optional_meta(bias), dispatch.optional_meta(x_bias), dropout_p, eps, prenorm)
-    except AttributeError:  # an argument that is not a tensor: the checks say which
-        key = None
-    found = dispatch.lookup(key)
+    if dispatch.is_compiling():  # traced: checked and chosen as in eager, nothing cached
+        key = found = None
+    else:
+        try:
+            grad = dispatch.is_grad_enabled()
+            key = ("add_layer_norm", backend, grad, dispatch.environment(), dropout_p, eps, prenorm, x.dtype,
+                   x.device, x.shape, residual.dtype, residual.device, residual.shape,
+                   None if weight is None else (weight.dtype, weight.device, weight.shape),
+                   None if bias is None else (bias.dtype, bias.device, bias.shape),
+                   None if x_bias is None else (x_bias.dtype, x_bias.device, x_bias.shape),
+                   grad and (x.requires_grad or residual.requires_grad or weight is not None and weight.requires_grad
+                             or bias is not None and bias.requires_grad
+                             or x_bias is not None and x_bias.requires_grad))
+            found = dispatch.RESOLVED.get(key)
+        except (AttributeError, TypeError):  # not a tensor, or unhashable: the checks say which
+            key = found = None
     if found is None:
         check_normalized_shape(x, weight, bias)
         check_like("residual", residual, x, "x", same_dtype=False)
@@ -84,6 +99,8 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
         found = dispatch.resolve(key, "add_layer_norm", backend,
                                  dict(x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias,
                                       dropout_p=float(dropout_p), eps=float(eps), prenorm=prenorm))
+    if found[3] is not None:  # specialized: (x, residual, weight, bias, x_bias)
+        return found[3](x, residual, weight, bias, x_bias)
     if dropout_p > 0.0 and found[2]:
         return found[1](x=x, residual=residual, weight=weight, bias=bias, x_bias=x_bias, dropout_p=float(dropout_p),
                         eps=float(eps), prenorm=prenorm, dropout_seed=draw_seed_offset())

@@ -27,9 +27,10 @@ def segment_coordinates(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Ten
     """(segment, position within it) of each of the `total` packed tokens, int64 (total,) each.
 
     Static shapes only (no `nonzero`), so a compiled graph neither breaks nor depends on the batch's lengths."""
+    offsets = cu_seqlens.long()  # once: each conversion is an op, and small calls are counted in ops
     token = torch.arange(total, device=cu_seqlens.device)
-    segment = torch.searchsorted(cu_seqlens[1:].long(), token, right=True)
-    return segment, token - cu_seqlens.long().index_select(0, segment)
+    segment = torch.searchsorted(offsets[1:], token, right=True)
+    return segment, token - offsets.index_select(0, segment)
 
 
 def pad_segments(x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,

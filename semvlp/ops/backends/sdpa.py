@@ -91,6 +91,19 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     return _sdpa(q_pad, k_pad, v_pad, allowed, dropout_p, softmax_scale)[q_index]
 
 
+def _attention_for(q, k, v, *, attention_mask, dropout_p, softmax_scale, causal):
+    """For one signature: a CPU call with a key mask, in a dtype whose kernels zero rows without keys and with no
+    upcast, is SDPA on views and nothing else (see dispatch.Backend.specialized)."""
+    if (causal or attention_mask is None or q.device.type != "cpu" or (q.dtype in HALF and records_grad(q, k, v))
+            or not CPU_ZEROES_ROWS_WITHOUT_KEYS.get((q.dtype, dropout_p > 0.0), False)):
+        return None
+    shape = (attention_mask.shape[0], 1, 1, attention_mask.shape[1])
+    sdpa = F.scaled_dot_product_attention
+    return lambda q, k, v, mask: sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                      attn_mask=mask.view(shape), dropout_p=dropout_p,
+                                      scale=softmax_scale).transpose(1, 2)
+
+
 def _attention_reasons(k, **_inputs) -> list[str]:
     return ["sdpa needs at least one key (seqlen_k is 0)"] if k.shape[1] == 0 else []
 
@@ -107,4 +120,5 @@ register_backend(Backend(
         "attention": (_attention_reasons, attention),
         "varlen_attention": (_varlen_reasons, varlen_attention),
     },
+    specialized={"attention": _attention_for},
 ))

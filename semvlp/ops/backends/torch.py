@@ -39,6 +39,38 @@ def bias_gelu(x, bias, *, approximate="none"):
     return F.gelu(x + _like(bias, x), approximate=approximate)
 
 
+# Per signature (see dispatch.Backend.specialized): the dtype comparisons and the normalised shape are settled
+# once, so a call is the PyTorch op and nothing else.
+
+def _casts(dtype: torch.dtype, *params) -> bool:
+    return any(t is not None and t.dtype != dtype for t in params)
+
+
+def _layer_norm_for(x, weight, bias, eps):
+    if _casts(x.dtype, weight, bias):
+        return None
+    shape = x.shape[-1:]
+    return lambda x, weight, bias: torch.layer_norm(x, shape, weight, bias, eps, True)
+
+
+def _add_layer_norm_for(x, residual, weight, bias, *, x_bias, dropout_p, eps, prenorm):
+    if prenorm or x_bias is None or _casts(x.dtype, x_bias) or _casts(torch.promote_types(residual.dtype, x.dtype),
+                                                                        weight, bias):
+        return None
+    shape = x.shape[-1:]
+    if dropout_p > 0.0:
+        return lambda x, residual, weight, bias, x_bias: torch.layer_norm(
+            residual + F.dropout(x + x_bias, dropout_p, training=True), shape, weight, bias, eps, True)
+    return lambda x, residual, weight, bias, x_bias: torch.layer_norm(residual + (x + x_bias), shape, weight, bias,
+                                                                      eps, True)
+
+
+def _bias_gelu_for(x, bias, *, approximate):
+    if _casts(x.dtype, bias):
+        return None
+    return lambda x, bias: F.gelu(x + bias, approximate=approximate)
+
+
 def _always(**_inputs) -> list[str]:
     return []
 
@@ -52,4 +84,5 @@ register_backend(Backend(
         "add_layer_norm": (_always, add_layer_norm),
         "bias_gelu": (_always, bias_gelu),
     },
+    specialized={"layer_norm": _layer_norm_for, "add_layer_norm": _add_layer_norm_for, "bias_gelu": _bias_gelu_for},
 ))
