@@ -24,8 +24,12 @@ from .tokenizer import WordPieceTokenizer
 
 NEGATIVE_RATE = 0.5       # share of captions paired with a text that does not match their image
 HARD_NEGATIVE_RATE = 0.5  # share of those negatives that are hard negatives when the caption has some
+# "relation_eval" masks each relation as this many tokens ("left of"; "above" and the word after it), so that the
+# number of [MASK]s does not tell a horizontal relation from a vertical one.
+RELATION_MASK_TOKENS = 2
 _NAMES = (tuple(COLOURS), SHAPES)
 _NO_POSITIONS = np.zeros(0, np.int64)
+PURPOSES = ("train", "itm_eval", "attribute_eval", "relation_eval")
 
 
 @dataclass
@@ -78,6 +82,18 @@ def _token_positions(offsets: list[tuple[int, int]], spans) -> np.ndarray:
                     dtype=np.int64)
 
 
+def _relation_positions(offsets: list[tuple[int, int]], spans) -> np.ndarray:
+    """Positions of the tokens of each relation span, each span extended over the words after it to at least
+    RELATION_MASK_TOKENS tokens (never over special tokens)."""
+    words = [i for i, (s, e) in enumerate(offsets) if e > s]
+    out = []
+    for a, b in spans:
+        inside = [k for k, i in enumerate(words) if a <= offsets[i][0] and offsets[i][1] <= b]
+        if inside:
+            out += words[inside[0]:max(inside[-1] + 1, inside[0] + RELATION_MASK_TOKENS)]
+    return np.unique(np.array(out, dtype=np.int64))
+
+
 def _phrase_tokens(offsets: list[tuple[int, int]], phrases) -> tuple[np.ndarray, np.ndarray]:
     """(positions, regions): each token inside a (start, end, region) phrase, and the region it names."""
     pairs = [(i, r) for i, (s, e) in enumerate(offsets) if e > s for a, b, r in phrases if a <= s and e <= b]
@@ -111,19 +127,23 @@ class PretrainingDataset(torch.utils.data.Dataset):
     and the region it names), for the grounding task and its evaluation.
     "itm_eval": two samples per caption, its own (1) and a mismatching text (0), nothing masked.
     "attribute_eval": the captions with grounded colour words, their own image, exactly those words masked.
+    "relation_eval": the captions with relation words, their own image, those words masked, each relation as
+    RELATION_MASK_TOKENS tokens at least (see `_relation_positions`).
     """
 
     def __init__(self, corpus: Corpus, tokenizer: WordPieceTokenizer, answers: AnswerVocab, seed: int = 0,
                  purpose: str = "train", attribute_mask_rate: float = 0.0):
-        if purpose not in ("train", "itm_eval", "attribute_eval"):
-            raise ValueError(f"purpose: expected 'train', 'itm_eval' or 'attribute_eval', got {purpose!r}")
+        if purpose not in PURPOSES:
+            raise ValueError(f"purpose: expected one of {PURPOSES}, got {purpose!r}")
         if not 0.0 <= attribute_mask_rate <= 1.0:
             raise ValueError(f"attribute_mask_rate: expected a rate in [0, 1], got {attribute_mask_rate}")
         self.corpus, self.answers, self.seed, self.purpose = corpus, answers, seed, purpose
         self.attribute_mask_rate = attribute_mask_rate
         texts = corpus.texts
         if purpose != "train":
-            texts = [t for t in texts if t.kind == "caption" and (purpose == "itm_eval" or t.attribute_spans)]
+            tagged = {"itm_eval": lambda t: True, "attribute_eval": lambda t: t.attribute_spans,
+                      "relation_eval": lambda t: t.relation_spans}[purpose]
+            texts = [t for t in texts if t.kind == "caption" and tagged(t)]
             if not texts:
                 raise ValueError(f"corpus: no captions for {purpose}")
         self.texts = texts
@@ -135,6 +155,9 @@ class PretrainingDataset(torch.utils.data.Dataset):
         # What an attribute sample masks in training; evaluation masks the colour words alone.
         self.grounded_positions = [np.union1d(a, r).astype(np.int64)
                                    for a, r in zip(self.attribute_positions, relation_positions)]
+        if purpose == "relation_eval":
+            self.relation_positions = [_relation_positions(e.offsets, t.relation_spans)
+                                       for e, t in zip(encoded, texts)]
         self.phrase_tokens = [_phrase_tokens(e.offsets, t.phrases) for e, t in zip(encoded, texts)]
         negatives = [n for t in texts for n in t.hard_negatives]
         negative_ids = iter(e.ids for e in encode_cached(tokenizer, negatives, corpus.cache_dir))
@@ -176,7 +199,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         masking, qa_label = "random", -100
         if self.purpose == "itm_eval":
             itm, masking = 1 - negative, "none"
-        elif self.purpose == "attribute_eval":
+        elif self.purpose in ("attribute_eval", "relation_eval"):
             itm, masking = 1, "attributes"
         else:
             text = self.texts[index]
@@ -190,6 +213,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng, record)
         labels = np.where(record.object_ids >= 0, record.object_ids, -100)
         grounded = (self.grounded_positions[index] if masking == "random_and_grounded"
+                    else self.relation_positions[index] if self.purpose == "relation_eval"
                     else self.attribute_positions[index] if masking == "attributes" else _NO_POSITIONS)
         phrase_positions, phrase_regions = self.phrase_tokens[index] if itm != 0 else (_NO_POSITIONS, _NO_POSITIONS)
         return Sample(token_ids, grounded, record.features, record.normalised_boxes(), labels, itm, qa_label,

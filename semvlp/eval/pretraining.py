@@ -1,14 +1,16 @@
-"""Held-out evaluation: image-text matching accuracy, masked-word accuracy on attribute (colour) words and
-phrase grounding accuracy.
+"""Held-out evaluation: image-text matching accuracy, masked-word accuracy on attribute (colour) words and on
+relation words, and phrase grounding accuracy.
 
 ITM: every caption of the split with its own image and with a mismatching text (half hard negatives), nothing
 masked; also per kind of caption where captions carry one (the synthetic data's object, pair, relation, count
 and absence), which shows whether the ITM head reads the image or only the kind of text. Attribute MLM: the
 captions' grounded colour words (each names the colour of the one object of its shape in the scene) are
-masked and predicted. Phrase grounding: each word of a phrase of the matching captions (in the ITM pass) picks
-the region it names among its image's regions (one of them, for a word that names several). Work is split
-across ranks and every rank runs the same number of forward passes, since under ZeRO-3 each forward gathers
-parameters from all ranks.
+masked and predicted. Relation MLM: the relation words of relation captions are masked, two tokens each
+("left of", "above a") so that the count of [MASK]s does not give the axis away, and the relation word itself
+("left", "above"; not the "of" or the word after) is scored. Phrase grounding: each word of a phrase of the matching
+captions (in the ITM pass) picks the region it names among its image's regions (one of them, for a word that
+names several). Work is split across ranks and every rank runs the same number of forward passes, since under
+ZeRO-3 each forward gathers parameters from all ranks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.distributed as dist
 
 from ..data.collate import Collator
 from ..data.dataset import AnswerVocab, PretrainingDataset
+from ..data.synthetic.language import RELATION_WORDS
 
 EVAL_SEED = 1234
 
@@ -29,9 +32,10 @@ def _caption_kinds(dataset: PretrainingDataset) -> list[str]:
 
 
 def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mode: str, batch_size: int,
-                     rank: int, world: int, dtype, device) -> torch.Tensor:
+                     rank: int, world: int, dtype, device, scored_ids: torch.Tensor | None = None) -> torch.Tensor:
     """[itm correct, itm total, mlm correct, mlm total, grounding correct, grounding total, then, for an
-    "itm_eval" dataset, itm correct and total for each of `_caption_kinds(dataset)`] summed over every rank."""
+    "itm_eval" dataset, itm correct and total for each of `_caption_kinds(dataset)`] summed over every rank.
+    `scored_ids`: MLM counts only the masked words whose target is one of these token ids."""
     indices = list(range(rank, len(dataset), world))
     per_rank = math.ceil(len(dataset) / world)
     kinds = {kind: i for i, kind in enumerate(_caption_kinds(dataset))} if dataset.purpose == "itm_eval" else {}
@@ -54,8 +58,10 @@ def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mo
                     counts[6 + 2 * kinds[kind]] += ok
                     counts[7 + 2 * kinds[kind]] += 1
         if out.mlm_logits is not None and batch.mlm_targets.numel():
-            counts[2] += (out.mlm_logits.argmax(-1).cpu() == batch.mlm_targets).sum().item()
-            counts[3] += batch.mlm_targets.numel()
+            scored = torch.ones_like(batch.mlm_targets, dtype=torch.bool) if scored_ids is None \
+                else torch.isin(batch.mlm_targets, scored_ids)
+            counts[2] += (out.mlm_logits.argmax(-1).cpu() == batch.mlm_targets)[scored].sum().item()
+            counts[3] += scored.sum().item()
         if out.grounding_logits is not None and batch.grounding_targets.numel():
             # A word that names several regions ("circles") is right when it picks any of them.
             hits = (out.grounding_logits.argmax(-1).cpu() == batch.grounding_targets).float()
@@ -68,18 +74,25 @@ def _accuracy_counts(engine, dataset: PretrainingDataset, collator: Collator, mo
 
 def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: Collator, modes: list[str],
              batch_size: int, rank: int, world: int, dtype, device) -> dict[str, float]:
-    """{"<split>/<mode>/itm_accuracy": ..., "<split>/<mode>/attribute_mlm_accuracy": ...} for each split, and
-    "<split>/<mode>/itm_accuracy_<kind>" for each kind of caption."""
+    """{"<split>/<mode>/itm_accuracy": ..., "<split>/<mode>/attribute_mlm_accuracy": ...,
+    "<split>/<mode>/relation_mlm_accuracy": ...} for each split, and "<split>/<mode>/itm_accuracy_<kind>" for
+    each kind of caption."""
     results = {}
+    # Relation words are scored without the words masked beside them ("of", and the word after "above").
+    relation_ids = torch.tensor([i for i in map(tokenizer.token_to_id, RELATION_WORDS) if i is not None])
     was_training = engine.module.training
     engine.eval()
     with torch.no_grad():
         for split, corpus in held_out.items():
             itm = PretrainingDataset(corpus, tokenizer, answers, seed=EVAL_SEED, purpose="itm_eval")
-            try:
-                attributes = PretrainingDataset(corpus, tokenizer, answers, seed=EVAL_SEED, purpose="attribute_eval")
-            except ValueError:
-                attributes = None  # no caption of this split tags its colour words (real data)
+            masked_words = {}  # metric -> dataset; none where no caption of the split tags such words (real data)
+            for metric, purpose in (("attribute_mlm_accuracy", "attribute_eval"),
+                                    ("relation_mlm_accuracy", "relation_eval")):
+                try:
+                    masked_words[metric] = PretrainingDataset(corpus, tokenizer, answers, seed=EVAL_SEED,
+                                                              purpose=purpose)
+                except ValueError:
+                    pass
             for mode in modes:
                 counts = _accuracy_counts(engine, itm, collator, mode, batch_size, rank, world, dtype, device)
                 results[f"{split}/{mode}/itm_accuracy"] = counts[0].item() / max(counts[1].item(), 1)
@@ -88,19 +101,22 @@ def evaluate(engine, held_out: dict, tokenizer, answers: AnswerVocab, collator: 
                 for i, kind in enumerate(_caption_kinds(itm)):
                     correct, total = counts[6 + 2 * i].item(), counts[7 + 2 * i].item()
                     results[f"{split}/{mode}/itm_accuracy_{kind}"] = correct / max(total, 1)
-                if attributes is not None:
-                    counts = _accuracy_counts(engine, attributes, collator, mode, batch_size, rank, world, dtype,
-                                              device)
-                    results[f"{split}/{mode}/attribute_mlm_accuracy"] = counts[2].item() / max(counts[3].item(), 1)
+                for metric, dataset in masked_words.items():
+                    scored = relation_ids if metric == "relation_mlm_accuracy" else None
+                    counts = _accuracy_counts(engine, dataset, collator, mode, batch_size, rank, world, dtype,
+                                              device, scored)
+                    results[f"{split}/{mode}/{metric}"] = counts[2].item() / max(counts[3].item(), 1)
     engine.train(was_training)
     return results
 
 
 def format_results(results: dict[str, float], sizes: dict[str, int]) -> str:
-    """A table: one row per split and headline metric (not the per-kind ITM), one column per mode."""
+    """A table: one row per split and headline metric (of the per-kind ITM, relation captions only), one column
+    per mode."""
     modes = sorted({key.split("/")[1] for key in results}, key=["single", "two"].index)
     split_order = {"val": 0, "novel": 1}
-    names = {"itm_accuracy": "image-text matching", "attribute_mlm_accuracy": "masked attribute words",
+    names = {"itm_accuracy": "image-text matching", "itm_accuracy_relation": "image-text matching, relations",
+             "attribute_mlm_accuracy": "masked attribute words", "relation_mlm_accuracy": "masked relation words",
              "grounding_accuracy": "phrase grounding"}
     order = list(names)
     rows = sorted({(key.split("/")[0], key.split("/")[2]) for key in results if key.split("/")[2] in names},

@@ -72,7 +72,8 @@ class RegionEmbeddings(nn.Module):
         self.feature_std.copy_(std.clamp(min=min_std))
 
     def forward(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """features (total_regions, visual_feat_dim), boxes (total_regions, visual_pos_dim) -> (total_regions, hidden)."""
+        """features (total_regions, visual_feat_dim), boxes (total_regions, visual_pos_dim)
+        -> (total_regions, hidden)."""
         # In the features' dtype: engines that cast the module (DeepSpeed bf16) leave the buffers in fp32.
         features = (features - self.feature_mean.to(features.dtype)) / self.feature_std.to(features.dtype)
         feature = self.feature_norm(self.feature_projection(features))

@@ -4,7 +4,8 @@ questions, so nothing is downloaded) and written in the real formats.
 The package holds 64x64 pictures of one coloured shape on a light background (4,000 training and 1,000 test
 images), 38,575 training and 9,673 test questions, and 13 answers. Each picture becomes one region: the box
 around the pixels that differ from the background colour, with the same hand features as the synthetic scenes
-(`semvlp.data.synthetic.scenes.hand_features`), so a model pretrained on those reads easy-VQA regions as it reads its own.
+(`semvlp.data.synthetic.scenes.hand_features`), so a model pretrained on those reads easy-VQA regions as it reads
+its own.
 A question's category is the kind of its answer: shape, colour or yes/no.
 """
 

@@ -18,6 +18,8 @@ from .scenes import COLOURS, SHAPES, Scene, SceneObject
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 FLIP = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+# The word that names each relation (without the "of"), the one the relation-word accuracy scores.
+RELATION_WORDS = tuple(relation.split()[0] for relation in FLIP)
 GRANULARITY = {"attribute": "fine", "existence": "fine", "count": "high", "relation": "high", "comparison": "high"}
 # What changed in a hard negative (see `hard_negative_types`).
 HARD_NEGATIVE_TYPES = ("colour", "binding", "relation", "count", "absence")
