@@ -32,9 +32,14 @@ def test_the_curricula_switch_at_half_the_steps():
                       "two-then-single": ["two", "two", "single", "single"]}
 
 
+# The commands a target would run. --no-print-directory: under `make test` this make is a sub-make, which would
+# otherwise print "make[1]: Entering directory" lines among them.
+MAKE_N = ("make", "-n", "--no-print-directory", "-o", ".venv/.semvlp-installed")
+
+
 def _make(target: str, *variables: str) -> list[str]:
     """The words of the `semvlp.cli pretrain` or `semvlp.cli ablation` command of `make -n TARGET`."""
-    out = subprocess.run(["make", "-n", "-o", ".venv/.semvlp-installed", target, *variables], cwd=REPO,
+    out = subprocess.run([*MAKE_N, target, *variables], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout.replace("\\\n", " ")
     words = shlex.split(out)
     start = max(i for i, word in enumerate(words[:-1]) if word == "semvlp.cli" and words[i + 1] in
@@ -68,7 +73,7 @@ def test_make_ablation_pretrains_at_the_main_jobs_recipe():
         pretrain.pop(flag, None)
     assert runs == pretrain and "--attribute-mask-rate" in runs
     # The same data and vocab sizes as the main job's `data synth` and `data vocab`.
-    data = _options(shlex.split(subprocess.run(["make", "-n", "-o", ".venv/.semvlp-installed", "pretrain"], cwd=REPO,
+    data = _options(shlex.split(subprocess.run([*MAKE_N, "pretrain"], cwd=REPO,
                                                capture_output=True, text=True, check=True).stdout))
     assert (study["--train-scenes"], study["--held-out-scenes"], study["--held-out-scenes"], study["--vocab-size"]) \
         == (data["--train"], data["--val"], data["--novel"], data["--vocab-size"])
