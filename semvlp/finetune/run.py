@@ -26,7 +26,7 @@ from ..data.tokenizer import WordPieceTokenizer
 from ..eval.task_eval import (RETRIEVAL_KS, checked_retrieval_pool, evaluate_itm, evaluate_nlvr2, evaluate_qa,
                               evaluate_retrieval)
 from ..model import SemVLPConfig
-from ..train.distributed import distributed_run
+from ..train.distributed import distributed_run, setup_logging
 from ..train.precision import autocast, resolve_precision
 from ..train.run_data import expand_feature_files, resolve_num_workers
 from ..train.run_folder import check_output
@@ -108,6 +108,7 @@ def run_finetune(options: FinetuneOptions, data: TaskData, config: SemVLPConfig,
     written to OUTPUT/results.json). With `engine` the training runs under DeepSpeed on every rank of the launch
     (semvlp.finetune.engine_loop) and rank 0 saves and evaluates; the other ranks return None. Either way the data
     is read with `num_workers` DataLoader processes per rank ("auto": `resolve_num_workers`)."""
+    setup_logging()
     output = Path(output)
     if engine is not None:
         check_output(output, engine.resume, engine.overwrite)

@@ -7,6 +7,7 @@ on a free local port. Without a GPU the backend is gloo (DeepSpeed's CPU acceler
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -22,6 +23,17 @@ import torch.distributed as dist
 
 _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _FAILURE_KEY, _SEEN_KEY, _DONE_KEY = "semvlp/failure", "semvlp/failure_seen", "semvlp/failure_done"
+
+
+def setup_logging(is_main: bool | None = None) -> None:
+    """INFO lines of semvlp on the main rank, warnings elsewhere; DeepSpeed's own INFO lines held back. is_main
+    None: rank 0 by the launcher's RANK variable (before the process group exists), a plain process being it."""
+    if is_main is None:
+        is_main = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("DeepSpeed", "deepspeed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

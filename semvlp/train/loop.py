@@ -22,7 +22,7 @@ from ..eval.pretraining import evaluate, format_results
 from ..model import SemVLPConfig, SemVLPForPretraining
 from ..model.config import PRETRAINING_TASKS, config_differences, read_json_object
 from .checkpoint import CheckpointManager, export_safetensors, latest_tag
-from .distributed import Distributed, distributed_run
+from .distributed import Distributed, distributed_run, setup_logging
 from .ds_config import RunConfig, load_deepspeed_config
 from .engine import build_engine, compile_engine
 from .metrics import MetricsLogger, plot_curves
@@ -69,19 +69,12 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
-def _setup_logging(is_main: bool) -> None:
-    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("DeepSpeed", "deepspeed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def pretrain(options: PretrainOptions) -> dict:
     """Runs the whole job: data, engine, the step loop with checkpoints and metrics, held-out evaluation,
     export. Returns the final held-out results (rank 0 also prints them)."""
     check_output(options.output, options.resume, options.overwrite)
     with distributed_run() as env:
-        _setup_logging(env.is_main)
+        setup_logging(env.is_main)
         run = set_up(options, env)
         try:
             _train(run)

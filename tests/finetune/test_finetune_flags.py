@@ -74,8 +74,9 @@ def test_deepspeed_fine_tuning_logs_the_same_losses_with_0_and_2_workers(coco_da
     logged = []
     for workers in ("0", "2"):
         out = tmp_path / f"workers_{workers}"
-        run("plain", 1, [*finetune_args(folder, out, "itm", steps=3), "--deepspeed-config", "zero2_fp32",
-                         "--num-workers", workers])
+        done = run("plain", 1, [*finetune_args(folder, out, "itm", steps=3), "--deepspeed-config", "zero2_fp32",
+                                "--num-workers", workers])
+        assert f"DataLoader: {workers} worker processes per rank (--num-workers)" in done.stderr
         logged.append([r["loss"] for r in losses(out)])
     assert len(logged[0]) == 3 and logged[0] == logged[1]
 
