@@ -264,7 +264,7 @@ def finish(run: Run, results: dict) -> None:
         return
     if run.options.export:
         path = export_safetensors(run.out / "checkpoints", run.out / "export", vocab=run.tokenizer.vocab_path,
-                                  data=run.options.data, results=results)
+                                  data=run.options.data_description, results=results)
         logger.info("exported fp32 weights and the vocab to %s", path.parent)
     plot_curves(run.out)
     if results:

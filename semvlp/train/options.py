@@ -69,6 +69,11 @@ class PretrainOptions:
             raise ValueError("resume, overwrite: pass one of them (--resume continues the run in the output folder, "
                              "--overwrite deletes it)")
 
+    @property
+    def data_description(self) -> str:
+        """The training data as the export's model card names it: --data, and the --features files where given."""
+        return self.data if not self.features else f"{self.data} (features: {' '.join(self.features)})"
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PretrainOptions":
         """The options of a parsed `semvlp pretrain` command line."""

@@ -124,9 +124,11 @@ def test_pretrain_reads_the_files_the_flag_names(lxmert, tmp_path):
     root, _ = lxmert
     out = tmp_path / "run"
     args = pretrain_args(root / "data", tiny_config(tmp_path), deepspeed_config(tmp_path, "zero2_fp32"), out, 2, 1,
-                         "--features", str(root / "feats" / "train2014_*.tsv"), str(root / "feats" / "val2014.tsv"))
+                         "--features", str(root / "feats" / "train2014_*.tsv"), str(root / "feats" / "val2014.tsv"),
+                         "--export")
     done = run("plain", 1, args)
     assert f"features: 3 files ({root / 'feats' / 'train2014_0.tsv'}, " in done.stderr
     assert "(--num-workers auto: file-backed data" in done.stderr
     assert [r["step"] for r in losses(out)] == [1, 2]
     assert (out / "results.json").is_file()  # held-out evaluation on val and novel, whose images are in val2014.tsv
+    assert str(root / "feats" / "train2014_*.tsv") in (out / "export" / "README.md").read_text()  # the model card
