@@ -23,7 +23,7 @@ $(INSTALLED): requirements-dev.txt setup.py $(CSRC)
 	$(PYTHON) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-# The main job on this CPU: synthetic data in the real formats and a WordPiece vocab trained on its text, then
+# The main job on the CPU: synthetic data in the real formats and a WordPiece vocab trained on its text, then
 # the tiny model pretrained under DeepSpeed (2 ranks, ZeRO-2; bf16 where the CPU runs it natively, fp32 otherwise:
 # zero2_auto.json, override with PRECISION=bf16|fp32), then held-out image-text matching,
 # masked attribute-word and phrase grounding accuracy.
@@ -48,7 +48,7 @@ pretrain: pretrain-folder $(INSTALLED)
 		--novel $(MAIN_HELD_OUT_SCENES) && \
 	$(PYTHON) -m semvlp.cli data vocab --corpus $(RUN)/data/captions_train.json $(RUN)/data/vqa_questions_train.json \
 		--out $(RUN)/vocab --vocab-size $(MAIN_VOCAB_SIZE) && \
-	TORCH_EXTENSIONS_DIR=$(CURDIR)/$(VENV)/torch_extensions $(VENV)/bin/deepspeed --num_accelerators $(MAIN_RANKS) \
+	TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch_extensions $(VENV)/bin/deepspeed --num_accelerators $(MAIN_RANKS) \
 		--module semvlp.cli pretrain --data $(RUN)/data --model-config $(MAIN_MODEL_CONFIG) \
 		--vocab $(RUN)/vocab/vocab.txt --deepspeed-config $(MAIN_DEEPSPEED_CONFIG) --output $(RUN) \
 		--max-steps $(PRETRAIN_STEPS) $(MAIN_PRETRAIN_OPTIONS) --checkpoint-every $(PRETRAIN_STEPS) --export && \
@@ -85,7 +85,7 @@ ABLATION_STEPS ?= $(PRETRAIN_STEPS)
 ABLATION_SEEDS ?= 0 1 2
 ABLATION_ARGS ?=
 STUDY_SCHEDULES := single two alternate alternate-3:1 alternate-1:3 single-then-two two-then-single
-ABLATION_RUN = OMP_NUM_THREADS=1 TORCH_EXTENSIONS_DIR=$(CURDIR)/$(VENV)/torch_extensions \
+ABLATION_RUN = OMP_NUM_THREADS=1 TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch_extensions \
 	$(PYTHON) -m semvlp.cli ablation --output $(ABLATION) --reports $(ABLATION_REPORTS) --seeds $(ABLATION_SEEDS) \
 	--model-config $(MAIN_MODEL_CONFIG) --deepspeed-config $(MAIN_DEEPSPEED_CONFIG) --ranks $(MAIN_RANKS) \
 	--pretrain-steps $(ABLATION_STEPS) --pretrain-options="$(MAIN_PRETRAIN_OPTIONS)" \

@@ -144,3 +144,11 @@ def test_a_finished_run_is_kept_and_a_changed_setup_runs_again(tmp_path, monkeyp
     setup.pretrain_steps += 1
     ablation.run_ablation(setup)
     assert len(trained) == 12
+
+
+@pytest.mark.parametrize("target", ["pretrain", "ablation"])
+def test_an_absolute_venv_keeps_the_torch_extensions_inside_it(target, tmp_path):
+    venv = tmp_path / "venv"
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-o", f"{venv}/.semvlp-installed", target,
+                          f"VENV={venv}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert f"TORCH_EXTENSIONS_DIR={venv}/torch_extensions " in out
