@@ -86,7 +86,7 @@ def _fp32_weights(engine, buffers: dict[str, torch.Tensor], device: torch.device
     own: under ZeRO-3 that one holds partitions and gathers them through collectives on every forward."""
     module = engine.module
     weights = {name: _full_fp32(p) for name, p in module.named_parameters()}
-    plain = type(module)(module.config, **module._init_args())
+    plain = type(module)(module.config, **module.init_args())
     with torch.no_grad():
         for name, p in plain.named_parameters():
             p.copy_(weights[name])

@@ -116,7 +116,9 @@ class PretrainedMixin:
 
     _pretrained_args: tuple[str, ...] = ()
 
-    def _init_args(self) -> dict:
+    def init_args(self) -> dict:
+        """The constructor arguments besides the config: `type(self)(self.config, **self.init_args())` builds a
+        fresh model of the same shape."""
         return {name: getattr(self, name) for name in self._pretrained_args}
 
     def save_pretrained(self, save_directory: str | Path, *, vocab: str | Path | None = None, data: str | None = None,
@@ -124,7 +126,7 @@ class PretrainedMixin:
         """Write config.json, model.safetensors, vocab.txt (when `vocab` is given) and a model card (README.md,
         naming `data`, `training` and `results` when given) to `save_directory`; returns it."""
         return save_pretrained_folder(save_directory, self.state_dict(), self.config, type(self).__name__,
-                                      init_args=self._init_args(), vocab=vocab, data=data, training=training,
+                                      init_args=self.init_args(), vocab=vocab, data=data, training=training,
                                       results=results)
 
     @classmethod
