@@ -111,6 +111,8 @@ def _training_step(model: torch.nn.Module, loss_fn, lr: float, compile_kwargs: d
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
     compiled = isinstance(compile_kwargs, dict)
+    if compiled:
+        semvlp.ops.trace_seed_draws()
     runner = torch.compile(model, **compile_kwargs) if compiled else model
 
     def step():

@@ -15,19 +15,19 @@
 TORCH_LIBRARY_FRAGMENT(semvlp, m) {
   m.def(
       "cuda_varlen_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
-      "int max_seqlen_q, int max_seqlen_k, float softmax_scale, bool causal, float dropout_p, int seed, int offset, "
-      "bool return_dropout_mask) -> (Tensor out, Tensor lse, Tensor dropout_mask)");
+      "int max_seqlen_q, int max_seqlen_k, float softmax_scale, bool causal, float dropout_p, SymInt seed, "
+      "SymInt offset, bool return_dropout_mask) -> (Tensor out, Tensor lse, Tensor dropout_mask)");
   m.def(
       "cuda_varlen_attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
       "Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, float softmax_scale, "
-      "bool causal, float dropout_p, int seed, int offset) -> (Tensor dq, Tensor dk, Tensor dv)");
+      "bool causal, float dropout_p, SymInt seed, SymInt offset) -> (Tensor dq, Tensor dk, Tensor dv)");
   m.def(
       "cuda_add_layer_norm_fwd(Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, Tensor? x_bias, "
-      "float dropout_p, float eps, int seed, int offset, bool store_prenorm_sum, bool return_dropout_mask) -> "
+      "float dropout_p, float eps, SymInt seed, SymInt offset, bool store_prenorm_sum, bool return_dropout_mask) -> "
       "(Tensor out, Tensor prenorm_sum, Tensor rstd, Tensor dropout_mask)");
   m.def(
       "cuda_add_layer_norm_bwd(Tensor dout, Tensor? dprenorm_sum, Tensor prenorm_sum, Tensor? weight, Tensor rstd, "
-      "float dropout_p, int seed, int offset, bool has_residual, bool has_bias, bool has_x_bias) -> "
+      "float dropout_p, SymInt seed, SymInt offset, bool has_residual, bool has_bias, bool has_x_bias) -> "
       "(Tensor dx, Tensor dresidual, Tensor dweight, Tensor dbias, Tensor dx_bias)");
   m.def("cuda_philox_uniform_cpu(int seed, int offset, Tensor c0, Tensor c1) -> Tensor");
 }

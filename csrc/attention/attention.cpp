@@ -130,10 +130,12 @@ void* current_stream(const at::Tensor& t) {
 TensorTriple varlen_attention_fwd_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
                                        int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, bool causal,
-                                       double dropout_p, int64_t seed, int64_t offset, bool return_dropout_mask) {
+                                       double dropout_p, c10::SymInt seed, c10::SymInt offset,
+                                       bool return_dropout_mask) {
   constexpr const char* op = "semvlp::cuda_varlen_attention_fwd";
   check_qkv(op, q, k, v, cu_seqlens_q, cu_seqlens_k);
-  check_scalars(op, max_seqlen_q, max_seqlen_k, softmax_scale, dropout_p, seed, offset);
+  check_scalars(op, max_seqlen_q, max_seqlen_k, softmax_scale, dropout_p, checks::traced_value(seed),
+                checks::traced_value(offset));
   at::Tensor out = at::empty_symint(q.sym_sizes(), q.options());
   at::Tensor lse = at::empty_symint({q.sym_size(1), q.sym_size(0)}, q.options().dtype(at::kFloat));
   at::Tensor mask = return_dropout_mask
@@ -204,11 +206,12 @@ TensorTriple varlen_attention_bwd_meta(const at::Tensor& dout, const at::Tensor&
                                        const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                        const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
                                        int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, bool causal,
-                                       double dropout_p, int64_t seed, int64_t offset) {
+                                       double dropout_p, c10::SymInt seed, c10::SymInt offset) {
   constexpr const char* op = "semvlp::cuda_varlen_attention_bwd";
   check_qkv(op, q, k, v, cu_seqlens_q, cu_seqlens_k);
   check_bwd_extra(dout, q, out, lse);
-  check_scalars(op, max_seqlen_q, max_seqlen_k, softmax_scale, dropout_p, seed, offset);
+  check_scalars(op, max_seqlen_q, max_seqlen_k, softmax_scale, dropout_p, checks::traced_value(seed),
+                checks::traced_value(offset));
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options())};
 }

@@ -12,6 +12,10 @@
 
 namespace semvlp::checks {
 
+// A seed or offset as the Meta twins see it: symbolic when torch.compile traces a call whose dropout seeds are
+// drawn inside the graph. Its range is checked where the op runs; 0 (a valid value) stands in while tracing.
+inline int64_t traced_value(const c10::SymInt& v) { return v.maybe_as_int().value_or(0); }
+
 inline std::string describe(const at::Tensor& t) {
   std::ostringstream s;
   s << "shape " << t.sym_sizes() << ", dtype " << t.scalar_type() << ", device " << t.device();

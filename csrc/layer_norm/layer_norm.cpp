@@ -103,9 +103,11 @@ void* current_stream(const at::Tensor& t) {
 
 TensorFour add_layer_norm_fwd_meta(const at::Tensor& x, const std::optional<at::Tensor>& residual,
                                    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-                                   const std::optional<at::Tensor>& x_bias, double dropout_p, double eps, int64_t seed,
-                                   int64_t offset, bool store_prenorm_sum, bool return_dropout_mask) {
-  check_fwd(x, residual, weight, bias, x_bias, dropout_p, eps, seed, offset);
+                                   const std::optional<at::Tensor>& x_bias, double dropout_p, double eps,
+                                   c10::SymInt seed, c10::SymInt offset, bool store_prenorm_sum,
+                                   bool return_dropout_mask) {
+  check_fwd(x, residual, weight, bias, x_bias, dropout_p, eps, checks::traced_value(seed),
+            checks::traced_value(offset));
   const auto stats = x.options().dtype(at::kFloat);
   return {at::empty_symint(x.sym_sizes(), x.options()),
           store_prenorm_sum ? at::empty_symint(x.sym_sizes(), x.options()) : empty_marker(x),
@@ -166,9 +168,10 @@ TensorFour add_layer_norm_fwd_cuda(const at::Tensor& x_in, const std::optional<a
 
 TensorFive add_layer_norm_bwd_meta(const at::Tensor& dout, const std::optional<at::Tensor>& dprenorm_sum,
                                    const at::Tensor& prenorm_sum, const std::optional<at::Tensor>& weight,
-                                   const at::Tensor& rstd, double dropout_p, int64_t seed, int64_t offset,
+                                   const at::Tensor& rstd, double dropout_p, c10::SymInt seed, c10::SymInt offset,
                                    bool has_residual, bool has_bias, bool has_x_bias) {
-  check_bwd(dout, dprenorm_sum, prenorm_sum, weight, rstd, dropout_p, seed, offset);
+  check_bwd(dout, dprenorm_sum, prenorm_sum, weight, rstd, dropout_p, checks::traced_value(seed),
+            checks::traced_value(offset));
   const auto f32 = dout.options().dtype(at::kFloat);
   auto vector_or_marker = [&](bool wanted) {
     return wanted ? at::empty_symint({dout.sym_size(1)}, f32) : at::empty({0}, f32);

@@ -10,6 +10,7 @@ from .attention import attention, varlen_attention
 from .checks import normalize_attention_mask
 from .dispatch import BackendNotSupportedError
 from .layer_norm import add_layer_norm, layer_norm
+from .rng import trace_seed_draws
 
 __all__ = [
     "attention",
@@ -19,4 +20,5 @@ __all__ = [
     "bias_gelu",
     "normalize_attention_mask",
     "BackendNotSupportedError",
+    "trace_seed_draws",
 ]

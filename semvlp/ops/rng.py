@@ -28,9 +28,17 @@ _UNIFORM_SCALE = np.float32(4.6566127342e-10)
 
 
 def draw_seed_offset() -> tuple[int, int]:
-    """A fresh (seed, offset) pair from torch's default CPU generator (no device sync)."""
+    """A fresh (seed, offset) pair from torch's default CPU generator (no device sync). Under torch.compile the
+    draw is traced into the graph when `trace_seed_draws()` was called, and breaks the graph otherwise."""
     seed, offset = torch.randint(0, 2**62, (2,), dtype=torch.int64).tolist()
     return seed, offset % 2**32
+
+
+def trace_seed_draws() -> None:
+    """Let torch.compile trace every dropout call of the Philox backends (cuda, triton) into one graph: their
+    (seed, offset) draw becomes a pair of symbolic ints inside the graph (dynamo's `capture_scalar_outputs`, a
+    process-wide setting) instead of a graph break at each call. `semvlp pretrain --compile` calls it."""
+    torch._dynamo.config.capture_scalar_outputs = True
 
 
 def philox_uniform(seed: int, offset: int, c0, c1) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..nn import FeedForward, PackedCrossAttention, PackedSelfAttention
+from ..ops import trace_seed_draws
 from .ds_config import RunConfig
 from .safe_load import WeightsOnlyCheckpointEngine
 
@@ -87,7 +88,9 @@ def build_engine(model: nn.Module, run: RunConfig, alternating: bool):
 
 
 def compile_engine(engine, device: torch.device, backend: str = "inductor") -> None:
-    """torch.compile the engine's model: with CUDA graphs ("reduce-overhead") on a GPU, the default mode elsewhere."""
+    """torch.compile the engine's model: with CUDA graphs ("reduce-overhead") on a GPU, the default mode elsewhere;
+    the dropout seed draws of the Philox backends are traced into the graph."""
+    trace_seed_draws()
     compile_kwargs = {"mode": "reduce-overhead"} if device.type == "cuda" else {}
     logger.info("compiling the model: backend %s, %s", backend, compile_kwargs or "default mode")
     engine.compile(backend=backend, compile_kwargs=compile_kwargs)

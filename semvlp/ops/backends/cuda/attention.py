@@ -19,6 +19,8 @@ class CudaAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                 dropout_p, seed, offset):
+        if cu_seqlens_k is None:  # self-attention's offsets, given once (see varlen_attention)
+            cu_seqlens_k = cu_seqlens_q
         out, lse, _ = _ext.ops().cuda_varlen_attention_fwd(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal, dropout_p, seed,
             offset, False)
@@ -39,6 +41,8 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                      dropout_p=0.0, causal=False, dropout_seed=(0, 0)):
     """`semvlp.ops.varlen_attention` on the CUDA kernels (inputs checked; the scale and, with dropout, the
     (seed, offset) pair resolved by the public op)."""
+    if cu_seqlens_k is cu_seqlens_q:  # torch.compile cannot trace an autograd.Function given one tensor twice
+        cu_seqlens_k = None
     return CudaAttention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                                dropout_p, *dropout_seed)
 
