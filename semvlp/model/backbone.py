@@ -10,7 +10,6 @@ from .embeddings import RegionEmbeddings, TextEmbeddings
 from .encoder import SharedEncoder
 from .hf_bert import build_from_hf_bert
 from .inputs import PackedLayout
-from .region_context import RegionContext
 
 
 def init_bert_weights(module: nn.Module, std: float) -> None:
@@ -30,12 +29,9 @@ class SemVLPModel(nn.Module):
         self.config = config
         self.text_embeddings = TextEmbeddings(config)
         self.region_embeddings = RegionEmbeddings(config)
-        self.region_context = RegionContext(config) if config.region_context_heads else None
         self.encoder = SharedEncoder(config)
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
         self.region_embeddings.init_projection_biases(config.initializer_range)
-        if self.region_context is not None:
-            self.region_context.init_pair_weights()
 
     def forward(self, input_ids: torch.Tensor, region_features: torch.Tensor, region_boxes: torch.Tensor,
                 layout: PackedLayout, *, token_type_ids: torch.Tensor | None = None,
@@ -66,8 +62,6 @@ class SemVLPModel(nn.Module):
             raise ValueError(f"region_boxes: expected shape {expected}, got {tuple(region_boxes.shape)}")
         text = self.text_embeddings(input_ids, layout.text_position_ids, token_type_ids)
         regions = self.region_embeddings(region_features, region_boxes)
-        if self.region_context is not None:
-            regions = self.region_context(regions, region_boxes, layout)
         hidden = torch.cat([text, regions.to(text.dtype)]).index_select(0, layout.joint_from_modality)
         return self.encoder(hidden, layout, mode)
 

@@ -88,9 +88,6 @@ class SemVLPConfig:
     visual_feat_dim: int = 2048
     visual_pos_dim: int = 5
     max_regions: int = 100
-    # Heads of RegionContext (semvlp.model.region_context): each region gathers the other regions of its image,
-    # weighted by their box geometry relative to it (needs x1, y1, x2, y2 first in the box features); 0 = off.
-    region_context_heads: int = 0
     # Label spaces of the heads: region object classes and QA answers.
     num_region_labels: int = 1600
     num_qa_labels: int = 9500
@@ -139,7 +136,6 @@ class SemVLPConfig:
             raise ValueError(f"pad_token_id: expected a token id in [0, vocab_size={self.vocab_size}), "
                              f"got {_shown(self.pad_token_id)}")
         self._validate_cross_layers()
-        self._validate_region_context()
         self._validate_tasks()
         if not isinstance(self.backend, str) or not self.backend:
             raise ValueError(f"backend: expected \"auto\" or a backend name, got {_shown(self.backend)}")
@@ -151,16 +147,6 @@ class SemVLPConfig:
         if not all(_is_int(i) and 0 <= i < self.num_hidden_layers for i in layers) or len(set(layers)) != len(layers):
             raise ValueError(f"cross_layers: expected distinct layer indices in [0, {self.num_hidden_layers}), "
                              f"got {list(layers)}")
-
-    def _validate_region_context(self) -> None:
-        heads = self.region_context_heads
-        if not _is_int(heads) or heads < 0:
-            raise ValueError(f"region_context_heads: expected a non-negative int, got {_shown(heads)}")
-        if heads and self.hidden_size % heads:
-            raise ValueError(f"region_context_heads: hidden_size ({self.hidden_size}) is not divisible by {heads}")
-        if heads and self.visual_pos_dim < 4:
-            raise ValueError(f"region_context_heads: needs box features with x1, y1, x2, y2 (visual_pos_dim >= 4), "
-                             f"got visual_pos_dim {self.visual_pos_dim}")
 
     def _validate_tasks(self) -> None:
         for name in ("tasks", "loss_weights"):
