@@ -40,6 +40,7 @@ from ..eval.baselines import answer_prior, retrieval_chance
 from ..eval.task_eval import evaluate_itm, evaluate_retrieval
 from ..finetune.loop import FinetuneOptions, init_model, load_pretrained
 from ..finetune.run import TaskData, run_finetune, tokenizer_for
+from ..model.config import read_json_object
 from .report import write_reports
 
 logger = logging.getLogger("semvlp.ablation")
@@ -298,9 +299,12 @@ def run_ablation(setup: AblationSetup) -> list[dict]:
 
 def run_stamp(setup: AblationSetup) -> dict:
     """What a run's results depend on (not where reports go, nor which schedules and seeds run beside it), so the
-    schedule study reuses the ablation's runs of the same setup."""
+    schedule study reuses the ablation's runs of the same setup. The config files count by their contents: a run
+    made before a config was edited runs again."""
     stamp = asdict(setup)
     for key in ("reports", "name", "schedules", "seeds"):
         stamp.pop(key)
     stamp["pretrain_options"] = shlex.split(setup.pretrain_options)
+    for key in ("model_config", "deepspeed_config"):
+        stamp[f"{key}_contents"] = read_json_object(getattr(setup, key), key)
     return stamp

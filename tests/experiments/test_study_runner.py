@@ -130,8 +130,12 @@ def test_a_finished_run_is_kept_and_a_changed_setup_runs_again(tmp_path, monkeyp
     monkeypatch.setattr(ablation, "_pretrain", pretrain)
     monkeypatch.setattr(ablation, "_downstream", downstream)
     monkeypatch.setattr(ablation, "reference", lambda setup, data: None)
+    model_config = tmp_path / "model.json"
+    model_config.write_text((REPO / "configs" / "model" / "tiny.json").read_text())
     setup = AblationSetup(output=str(tmp_path / "runs"), reports=str(tmp_path / "reports"), seeds=[0, 1],
-                          schedules=["single", "single-then-two"], name="schedule_study")
+                          schedules=["single", "single-then-two"], name="schedule_study",
+                          model_config=str(model_config),
+                          deepspeed_config=str(REPO / "configs" / "deepspeed" / "zero2_bf16.json"))
     rows = ablation.run_ablation(setup)
     assert trained == [("single", 0), ("single", 1), ("single-then-two", 0), ("single-then-two", 1)]
     assert [r["val_itm_accuracy"] for r in rows] == [0.5, 0.6, 0.5, 0.6]
@@ -144,6 +148,12 @@ def test_a_finished_run_is_kept_and_a_changed_setup_runs_again(tmp_path, monkeyp
     setup.pretrain_steps += 1
     ablation.run_ablation(setup)
     assert len(trained) == 12
+    ablation.run_ablation(setup)
+    assert len(trained) == 12
+    # So is an edited model config under the same path.
+    model_config.write_text(model_config.read_text().replace('"num_hidden_layers": 4', '"num_hidden_layers": 2'))
+    ablation.run_ablation(setup)
+    assert len(trained) == 18
 
 
 @pytest.mark.parametrize("target", ["pretrain", "ablation"])
