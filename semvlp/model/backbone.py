@@ -35,7 +35,7 @@ class SemVLPModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, region_features: torch.Tensor, region_boxes: torch.Tensor,
                 layout: PackedLayout, *, token_type_ids: torch.Tensor | None = None,
-                mode: str = "single") -> torch.Tensor:
+                mode: str = "single", output_layer: int | None = None):
         """Encode a packed batch.
 
         Args:
@@ -47,9 +47,12 @@ class SemVLPModel(nn.Module):
             mode: "single" (text and regions of a sample attend jointly) or "two" (each modality attends
                 within itself, the plugged layers cross-attend).
 
+            output_layer: also return the output of this layer (0-based).
+
         Returns:
             (total_tokens, hidden) in the layout's joint order; `layout.text_index` and
-            `layout.region_index` pick out either modality.
+            `layout.region_index` pick out either modality. With `output_layer`, a pair: that and the same rows
+            after the given layer.
         """
         if input_ids.shape != (layout.total_text,):
             raise ValueError(f"input_ids: expected shape ({layout.total_text},) from the layout, "
@@ -63,7 +66,7 @@ class SemVLPModel(nn.Module):
         text = self.text_embeddings(input_ids, layout.text_position_ids, token_type_ids)
         regions = self.region_embeddings(region_features, region_boxes)
         hidden = torch.cat([text, regions.to(text.dtype)]).index_select(0, layout.joint_from_modality)
-        return self.encoder(hidden, layout, mode)
+        return self.encoder(hidden, layout, mode, output_layer)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:

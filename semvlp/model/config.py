@@ -10,7 +10,10 @@ from pathlib import Path
 
 # Hugging Face BERT activation names -> the `approximate` form of semvlp.ops.bias_gelu.
 GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
-PRETRAINING_TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding")
+PRETRAINING_TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding", "region_position")
+# Tasks added after configs were first saved: a config that leaves one out has it off (weight 1.0), so those
+# configs and the models saved with them keep loading and training as before.
+OPTIONAL_TASKS = ("region_position",)
 MODES = ("single", "two")
 # Entries of a save_pretrained config.json (semvlp.model.pretrained_io) that describe the saved model, not the config.
 LAYOUT_KEYS = ("model_type", "architectures", "num_answers")
@@ -95,14 +98,21 @@ class SemVLPConfig:
     # words, masked regions, samples), so equal weights balance them. (LXMERT's 6.67 = 1/0.15 on its visual
     # losses undoes a mean over all regions, masked or not; applied to a mean over masked regions only, it
     # would let the region losses drown the rest.)
-    tasks: dict[str, bool] = field(default_factory=lambda: {t: True for t in PRETRAINING_TASKS})
+    tasks: dict[str, bool] = field(default_factory=lambda: {t: t not in OPTIONAL_TASKS for t in PRETRAINING_TASKS})
     loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in PRETRAINING_TASKS})
+    # region_position: the layer (0-based) whose output the phrase words predict their region's position from;
+    # None = the second-to-last layer's, so that the last layer can compare the positions two phrases carry.
+    region_position_layer: int | None = None
     # Kernel backend for every op ("auto" or a name from semvlp.backends()).
     backend: str = "auto"
 
     def __post_init__(self):
         if self.cross_layers is None and _is_int(self.num_hidden_layers):
             self.cross_layers = list(range(self.num_hidden_layers // 2, self.num_hidden_layers))
+        for name, default in (("tasks", False), ("loss_weights", 1.0)):
+            values = getattr(self, name)
+            if isinstance(values, dict):
+                setattr(self, name, {**{t: default for t in OPTIONAL_TASKS}, **values})
         self.validate()
         # Whole numbers where reals are expected become floats, so saved configs compare and read alike.
         for name in _REALS:
@@ -137,6 +147,10 @@ class SemVLPConfig:
                              f"got {_shown(self.pad_token_id)}")
         self._validate_cross_layers()
         self._validate_tasks()
+        layer = self.region_position_layer
+        if layer is not None and not (_is_int(layer) and 0 <= layer < self.num_hidden_layers):
+            raise ValueError(f"region_position_layer: expected null or a layer index in [0, {self.num_hidden_layers}), "
+                             f"got {_shown(layer)}")
         if not isinstance(self.backend, str) or not self.backend:
             raise ValueError(f"backend: expected \"auto\" or a backend name, got {_shown(self.backend)}")
 
@@ -165,6 +179,13 @@ class SemVLPConfig:
         for task, weight in self.loss_weights.items():
             if not _is_real(weight) or not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"loss_weights.{task}: expected a finite number >= 0, got {_shown(weight)}")
+
+    @property
+    def region_position_source(self) -> int:
+        """The layer whose output the region_position task reads the phrase words from."""
+        if self.region_position_layer is not None:
+            return self.region_position_layer
+        return max(self.num_hidden_layers - 2, 0)
 
     @property
     def head_dim(self) -> int:

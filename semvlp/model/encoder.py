@@ -58,12 +58,19 @@ class SharedEncoder(nn.Module):
         # Each layer is one checkpointed segment.
         self.checkpoint_fn: Callable | None = None
 
-    def forward(self, hidden: torch.Tensor, layout: PackedLayout, mode: str = "single") -> torch.Tensor:
-        """hidden (total_tokens, hidden) in the layout's joint order -> same shape."""
+    def forward(self, hidden: torch.Tensor, layout: PackedLayout, mode: str = "single",
+                output_layer: int | None = None):
+        """hidden (total_tokens, hidden) in the layout's joint order -> same shape; with `output_layer` (0-based),
+        (the last layer's output, that layer's output)."""
         check_mode(mode)
-        for layer in self.layers:
+        if output_layer is not None and not 0 <= output_layer < len(self.layers):
+            raise ValueError(f"output_layer: expected a layer index in [0, {len(self.layers)}), got {output_layer!r}")
+        kept = None
+        for index, layer in enumerate(self.layers):
             if self.checkpoint_fn is not None and self.training and torch.is_grad_enabled():
                 hidden = self.checkpoint_fn(layer, hidden, layout, mode)
             else:
                 hidden = layer(hidden, layout, mode)
-        return hidden
+            if index == output_layer:
+                kept = hidden
+        return hidden if output_layer is None else (hidden, kept)

@@ -1,4 +1,5 @@
-"""Prediction heads of pretraining: MLM (tied decoder), masked region modelling, ITM, image QA, phrase grounding."""
+"""Prediction heads of pretraining: MLM (tied decoder), masked region modelling, ITM, image QA, phrase grounding;
+and the bins of the region-position task's targets."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from torch import nn
 
 from ..nn import LayerNorm
 from .config import SemVLPConfig
+
+# Bins per image axis of the region-position task: 8 bins of 16 pixels on a 128-pixel image, finer than the
+# 10-pixel centre offset from which the synthetic captions call one object left of or above another.
+POSITION_BINS = 8
 
 
 class Pooler(nn.Module):
@@ -94,3 +99,13 @@ class GroundingHead(nn.Module):
         index = (start[:, None] + columns).clamp(max=max(regions.shape[0] - 1, 0))
         scores = (self.word(words) * self.scale) @ self.region(regions).T
         return scores.gather(1, index).masked_fill(columns >= count[:, None], float("-inf"))
+
+
+def position_bins(boxes: torch.Tensor) -> torch.Tensor:
+    """(n, >= 4) box features starting with normalised xyxy -> (n, 2) int64 column and row bins of the centres;
+    -100 (no target) for boxes without area (padding)."""
+    xyxy = boxes[:, :4].float()
+    centres = torch.stack([xyxy[:, 0] + xyxy[:, 2], xyxy[:, 1] + xyxy[:, 3]], dim=1) / 2
+    bins = (centres * POSITION_BINS).long().clamp(0, POSITION_BINS - 1)
+    has_area = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return bins.masked_fill(~has_area[:, None], -100)

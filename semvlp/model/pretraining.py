@@ -10,7 +10,8 @@ from torch import nn
 
 from .backbone import SemVLPModel, init_bert_weights
 from .config import SemVLPConfig
-from .heads import AnswerHead, GroundingHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler
+from .heads import (POSITION_BINS, AnswerHead, GroundingHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler,
+                    position_bins)
 from .inputs import PretrainingBatch
 from .pretrained_io import PretrainedMixin
 
@@ -52,16 +53,20 @@ class SemVLPForPretraining(PretrainedMixin, nn.Module):
         self.itm_head = nn.Linear(config.hidden_size, 2)
         self.qa_head = AnswerHead(config, config.num_qa_labels)
         self.grounding_head = GroundingHead(config)
+        self.position_head = nn.Linear(config.hidden_size, 2 * POSITION_BINS)  # column bins, then row bins
         for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.qa_head,
-                       self.grounding_head):
+                       self.grounding_head, self.position_head):
             module.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     def forward(self, batch: PretrainingBatch, mode: str = "single") -> PretrainingOutput:
         """Run the enabled pretraining tasks on a packed batch in "single" or "two" stream mode."""
         tasks, weights = self.config.tasks, self.config.loss_weights
         layout = batch.layout
+        source = self.config.region_position_source if tasks["region_position"] else None
         hidden = self.semvlp(batch.input_ids, batch.region_features, batch.region_boxes, layout,
-                             token_type_ids=batch.token_type_ids, mode=mode)
+                             token_type_ids=batch.token_type_ids, mode=mode, output_layer=source)
+        if source is not None:
+            hidden, below = hidden
         out = PretrainingOutput(loss=hidden.new_zeros((), dtype=torch.float32))
         if tasks["mlm"]:
             masked = hidden.index_select(0, layout.text_index.index_select(0, batch.mlm_positions))
@@ -88,5 +93,21 @@ class SemVLPForPretraining(PretrainedMixin, nn.Module):
             out.grounding_logits = self.grounding_head(words, batch.grounding_samples, regions,
                                                        layout.region_cu_seqlens, layout.max_regions)
             out.losses["grounding"] = _cross_entropy(out.grounding_logits, batch.grounding_targets)
+        if tasks["region_position"]:
+            out.losses["region_position"] = self._region_position_loss(below, batch)
         out.loss = sum(weights[name] * loss for name, loss in out.losses.items())
         return out
+
+    def _region_position_loss(self, below: torch.Tensor, batch: PretrainingBatch) -> torch.Tensor:
+        """Each word of a phrase that names a region (the grounding task's words, those of samples whose text is
+        their own caption) predicts the column and row bins of that region's box centre from its state after
+        layer `config.region_position_source`. It puts where each named region lies into the phrase early enough
+        for the last layer to compare two phrases ("left of", "above")."""
+        layout = batch.layout
+        named = layout.region_cu_seqlens[:-1].long().index_select(0, batch.grounding_samples) + \
+            batch.grounding_targets.clamp(min=0)
+        bins = position_bins(batch.region_boxes).index_select(0, named)
+        bins = bins.masked_fill((batch.grounding_targets == -100)[:, None], -100)
+        logits = self.position_head(below.index_select(0, layout.text_index.index_select(0, batch.grounding_positions)))
+        return sum(_cross_entropy(logits[:, axis * POSITION_BINS:(axis + 1) * POSITION_BINS], bins[:, axis])
+                   for axis in (0, 1))

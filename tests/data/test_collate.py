@@ -127,4 +127,4 @@ def test_a_collated_synthetic_batch_trains_in_both_modes(tokenizer, corpus):
     for mode in ("single", "two"):
         out = model(batch, mode=mode)
         assert torch.isfinite(out.loss)
-        assert set(out.losses) == {"mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding"}
+        assert set(out.losses) == {"mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding", "region_position"}

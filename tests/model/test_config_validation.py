@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from semvlp import SemVLPConfig
-from semvlp.model.config import PRETRAINING_TASKS, config_differences
+from semvlp.model.config import OPTIONAL_TASKS, PRETRAINING_TASKS, config_differences
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=2)
 
 
 def _tasks(**changes):
-    return {**{t: True for t in PRETRAINING_TASKS}, **changes}
+    return {**{t: t not in OPTIONAL_TASKS for t in PRETRAINING_TASKS}, **changes}  # the defaults, then changes
 
 
 def _weights(**changes):

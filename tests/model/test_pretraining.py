@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from semvlp import SemVLPForPretraining
 from semvlp.data import random_batch
 
-TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding")
+TASKS = ("mlm", "mrm_feat", "mrm_label", "itm", "qa", "grounding", "region_position")
 
 
 @pytest.mark.parametrize("mode", ["single", "two"])
