@@ -46,7 +46,6 @@ class SemVLPModel(nn.Module):
             token_type_ids: optional (total_text,) int64 segment ids (default 0).
             mode: "single" (text and regions of a sample attend jointly) or "two" (each modality attends
                 within itself, the plugged layers cross-attend).
-
             output_layer: also return the output of this layer (0-based).
 
         Returns:
