@@ -16,11 +16,12 @@ def test_position_bins_of_centres_at_the_edges_and_of_boxes_without_area():
     boxes = torch.tensor([[0.0, 0.0, 0.1, 0.1, 0.01],     # centre 0.05: bin 0 on both axes
                           [0.5, 0.0, 0.74, 0.2, 0.05],    # centre x 0.62: bin 4 (of 8); y 0.1: bin 0
                           [0.9, 0.9, 1.0, 1.0, 0.01],     # centre 0.95: the last bin
-                          [1.0, 1.0, 1.0, 1.0, 0.0],      # centre 1.0 exactly: still the last bin, but no area
+                          [0.98, 0.98, 1.04, 1.04, 0.0],  # centre past the edge (rounded boxes): the last bin
+                          [1.0, 1.0, 1.0, 1.0, 0.0],      # no area: no target
                           [0.0, 0.0, 0.0, 0.0, 0.0]])     # padding
-    expected = torch.tensor([[0, 0], [4, 0], [POSITION_BINS - 1] * 2, [-100, -100], [-100, -100]])
+    expected = torch.tensor([[0, 0], [4, 0], [POSITION_BINS - 1] * 2, [POSITION_BINS - 1] * 2, [-100, -100],
+                             [-100, -100]])
     assert torch.equal(position_bins(boxes), expected)
-    assert position_bins(torch.tensor([[0.999, 0.999, 1.0, 1.0]])).tolist() == [[POSITION_BINS - 1] * 2]
 
 
 def _expected_loss(model, batch, mode, source):
