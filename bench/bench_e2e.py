@@ -28,8 +28,8 @@ from semvlp.data import random_batch
 from semvlp.model import SemVLPConfig, SemVLPForPretraining
 from semvlp.model.config import PRETRAINING_TASKS
 
-# The peers' tasks only: none of them grounds phrases in regions.
-PEER_TASKS = {task: task != "grounding" for task in PRETRAINING_TASKS}
+# The peers' tasks only: none of them grounds phrases in regions or has phrases predict where their regions lie.
+PEER_TASKS = {task: task not in ("grounding", "region_position") for task in PRETRAINING_TASKS}
 
 # Model sizes and batch shapes. Vocabulary, detector features and label spaces are the real ones from
 # "small" up, so the heads cost what they cost in pretraining.
