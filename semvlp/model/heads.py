@@ -105,7 +105,7 @@ def position_bins(boxes: torch.Tensor) -> torch.Tensor:
     """(n, >= 4) box features starting with normalised xyxy -> (n, 2) int64 column and row bins of the centres;
     -100 (no target) for boxes without area (padding)."""
     xyxy = boxes[:, :4].float()
-    centres = torch.stack([xyxy[:, 0] + xyxy[:, 2], xyxy[:, 1] + xyxy[:, 3]], dim=1) / 2
+    centres = (xyxy[:, :2] + xyxy[:, 2:]) / 2
     bins = (centres * POSITION_BINS).long().clamp(0, POSITION_BINS - 1)
     has_area = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
     return bins.masked_fill(~has_area[:, None], -100)

@@ -106,7 +106,7 @@ class SemVLPForPretraining(PretrainedMixin, nn.Module):
         layout = batch.layout
         named = layout.region_cu_seqlens[:-1].long().index_select(0, batch.grounding_samples) + \
             batch.grounding_targets.clamp(min=0)
-        bins = position_bins(batch.region_boxes).index_select(0, named)
+        bins = position_bins(batch.region_boxes.index_select(0, named))
         bins = bins.masked_fill((batch.grounding_targets == -100)[:, None], -100)
         logits = self.position_head(below.index_select(0, layout.text_index.index_select(0, batch.grounding_positions)))
         return sum(_cross_entropy(logits[:, axis * POSITION_BINS:(axis + 1) * POSITION_BINS], bins[:, axis])
