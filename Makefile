@@ -38,7 +38,7 @@ MAIN_RANKS := 2
 MAIN_MODEL_CONFIG := configs/model/tiny.json
 MAIN_DEEPSPEED_CONFIG := configs/deepspeed/zero2_auto.json
 MAIN_PRETRAIN_OPTIONS = --precision $(PRECISION) --micro-batch-size 256 --lr 2e-3 --warmup-steps 50 \
-	--attribute-mask-rate 0.8
+	--attribute-mask-rate 0.8 --relation-mask-rate 0.4
 # The marker `make pretrain` leaves in RUN: it only ever deletes a folder that holds it, one it made itself.
 RUN_MARKER := .made-by-make-pretrain
 

@@ -501,6 +501,9 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--attribute-mask-rate", type=float, default=d.attribute_mask_rate,
                    help="share of captions with grounded words (colour words, spatial relation words) that become "
                         "attribute samples: all those words masked (ERNIE-ViL style), no ITM label")
+    p.add_argument("--relation-mask-rate", type=float, default=d.relation_mask_rate,
+                   help="the same share for captions with spatial relation words (default: --attribute-mask-rate); "
+                        "the rest are ITM samples, whose relation words also name the relation the image shows")
     p.add_argument("--micro-batch-size", type=positive_int, help="override train_micro_batch_size_per_gpu")
     p.add_argument("--gradient-accumulation-steps", type=positive_int, help="override gradient_accumulation_steps")
     p.add_argument("--lr", type=float, help="override the peak learning rate")

@@ -17,7 +17,8 @@ REGION_MASK_RATE = 0.15
 class Collator:
     """Masks as BERT and LXMERT do: 15% of words (80% [MASK], 10% a random word, 10% kept) and 15% of regions
     (features zeroed). Words of mismatched pairs are masked too, so [MASK] says nothing about the ITM label,
-    but only matched pairs and questions contribute MLM targets. A sample's `masking` says which of these
+    but only matched pairs and questions contribute MLM targets, and the relation words a sample names in
+    `shown_relation_positions` (see Sample), whatever its ITM label. A sample's `masking` says which of these
     apply (see Sample); "random_and_grounded" also replaces all its grounded words (colour and relation words)
     by [MASK].
 
@@ -60,8 +61,10 @@ class Collator:
         randomised = positions[(action >= 0.8) & (action < 0.9)]
         ids[randomised] = rng.integers(self.first_word_id, self.vocab_size, size=len(randomised))
         if sample.itm_label == 0:
-            return ids, np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return ids, positions, targets
+            positions, targets = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        extra = ~np.isin(sample.shown_relation_positions, positions)
+        return (ids, np.concatenate([positions, sample.shown_relation_positions[extra]]),
+                np.concatenate([targets, sample.shown_relation_ids[extra]]))
 
     def __call__(self, samples: list[Sample]) -> PretrainingBatch:
         if not samples:

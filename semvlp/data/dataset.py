@@ -48,6 +48,11 @@ class Sample:
     # Phrase grounding: token positions inside a phrase that names a region, and that region's index.
     phrase_positions: np.ndarray = field(default_factory=lambda: _NO_POSITIONS)
     phrase_regions: np.ndarray = field(default_factory=lambda: _NO_POSITIONS)
+    # MLM targets whatever the ITM label, in an ITM sample of a relation caption whose text is the caption or its
+    # flipped relation: the positions of the relation words a flip changes, and the caption's words there (the
+    # relation the image shows).
+    shown_relation_positions: np.ndarray = field(default_factory=lambda: _NO_POSITIONS)
+    shown_relation_ids: np.ndarray = field(default_factory=lambda: _NO_POSITIONS)
 
 
 class AnswerVocab:
@@ -94,6 +99,23 @@ def _relation_positions(offsets: list[tuple[int, int]], spans) -> np.ndarray:
     return np.unique(np.array(out, dtype=np.int64))
 
 
+def _flipped_relations(caption: list[int], relations: np.ndarray,
+                       negatives: list[list[int]]) -> tuple[np.ndarray, frozenset[int]]:
+    """(positions, flips): the hard negatives (their indices) that differ from the caption only in its relation
+    words, as a flipped relation does ("left of" -> "right of"), and the token positions where they differ."""
+    changed, flips = set(), set()
+    if not len(relations):
+        return _NO_POSITIONS, frozenset()
+    for k, negative in enumerate(negatives):
+        if len(negative) != len(caption):
+            continue
+        differ = {i for i, (a, b) in enumerate(zip(caption, negative)) if a != b}
+        if differ and differ <= set(relations.tolist()):
+            changed |= differ
+            flips.add(k)
+    return np.array(sorted(changed), dtype=np.int64), frozenset(flips)
+
+
 def _phrase_tokens(offsets: list[tuple[int, int]], phrases) -> tuple[np.ndarray, np.ndarray]:
     """(positions, regions): each token inside a (start, end, region) phrase, and the region it names."""
     pairs = [(i, r) for i, (s, e) in enumerate(offsets) if e > s for a, b, r in phrases if a <= s and e <= b]
@@ -129,16 +151,25 @@ class PretrainingDataset(torch.utils.data.Dataset):
     "attribute_eval": the captions with grounded colour words, their own image, exactly those words masked.
     "relation_eval": the captions with relation words, their own image, those words masked, each relation as
     RELATION_MASK_TOKENS tokens at least (see `_relation_positions`).
+
+    A caption with relation words is an attribute sample with probability `relation_mask_rate` (default: the
+    attribute mask rate). When it is an ITM sample and its text is its own or a hard negative that flips its
+    relation, the words that tell the relations apart carry MLM targets whatever the ITM label: the relation the
+    image shows. A flipped negative then says which of its words is false, where its ITM label alone says only
+    that one is.
     """
 
     def __init__(self, corpus: Corpus, tokenizer: WordPieceTokenizer, answers: AnswerVocab, seed: int = 0,
-                 purpose: str = "train", attribute_mask_rate: float = 0.0):
+                 purpose: str = "train", attribute_mask_rate: float = 0.0, relation_mask_rate: float | None = None):
         if purpose not in PURPOSES:
             raise ValueError(f"purpose: expected one of {PURPOSES}, got {purpose!r}")
-        if not 0.0 <= attribute_mask_rate <= 1.0:
-            raise ValueError(f"attribute_mask_rate: expected a rate in [0, 1], got {attribute_mask_rate}")
+        if relation_mask_rate is None:
+            relation_mask_rate = attribute_mask_rate
+        for name, rate in (("attribute_mask_rate", attribute_mask_rate), ("relation_mask_rate", relation_mask_rate)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name}: expected a rate in [0, 1], got {rate!r}")
         self.corpus, self.answers, self.seed, self.purpose = corpus, answers, seed, purpose
-        self.attribute_mask_rate = attribute_mask_rate
+        self.attribute_mask_rate, self.relation_mask_rate = attribute_mask_rate, relation_mask_rate
         texts = corpus.texts
         if purpose != "train":
             tagged = {"itm_eval": lambda t: True, "attribute_eval": lambda t: t.attribute_spans,
@@ -152,6 +183,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         self.token_ids = [e.ids for e in encoded]
         self.attribute_positions = [_token_positions(e.offsets, t.attribute_spans) for e, t in zip(encoded, texts)]
         relation_positions = [_token_positions(e.offsets, t.relation_spans) for e, t in zip(encoded, texts)]
+        self.mask_rates = [relation_mask_rate if t.relation_spans else attribute_mask_rate for t in texts]
         # What an attribute sample masks in training; evaluation masks the colour words alone.
         self.grounded_positions = [np.union1d(a, r).astype(np.int64)
                                    for a, r in zip(self.attribute_positions, relation_positions)]
@@ -162,10 +194,12 @@ class PretrainingDataset(torch.utils.data.Dataset):
         negatives = [n for t in texts for n in t.hard_negatives]
         negative_ids = iter(e.ids for e in encode_cached(tokenizer, negatives, corpus.cache_dir))
         self.hard_negative_ids = [[next(negative_ids) for _ in t.hard_negatives] for t in texts]
+        self.flipped_relations = [_flipped_relations(ids, positions, negatives) for ids, positions, negatives
+                                  in zip(self.token_ids, relation_positions, self.hard_negative_ids)]
         self.captions = np.array([i for i, t in enumerate(texts) if t.kind == "caption"], dtype=np.int64)
         draws_mismatches = purpose == "itm_eval" or any(
-            t.kind == "caption" and (attribute_mask_rate < 1.0 or not len(g))
-            for t, g in zip(texts, self.grounded_positions))
+            t.kind == "caption" and (rate < 1.0 or not len(g))
+            for t, g, rate in zip(texts, self.grounded_positions, self.mask_rates))
         if draws_mismatches and len({texts[i].image_id for i in self.captions}) < 2:
             raise ValueError("corpus: every caption describes the same image, so an image-text matching sample has "
                              "no mismatching caption to pair with")
@@ -173,13 +207,14 @@ class PretrainingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 2 * len(self.texts) if self.purpose == "itm_eval" else len(self.texts)
 
-    def _mismatch(self, index: int, rng: np.random.Generator, record) -> np.ndarray:
-        """Token ids of a text that does not describe this caption's image (`record`, already read): a hard
-        negative, or a caption of another image (checked false against this image when the captions carry their
-        meaning)."""
+    def _mismatch(self, index: int, rng: np.random.Generator, record) -> tuple[np.ndarray, int]:
+        """(token ids, hard negative index or -1) of a text that does not describe this caption's image (`record`,
+        already read): a hard negative, or a caption of another image (checked false against this image when the
+        captions carry their meaning)."""
         hard = self.hard_negative_ids[index]
         if hard and rng.random() < HARD_NEGATIVE_RATE:
-            return hard[int(rng.integers(len(hard)))]
+            k = int(rng.integers(len(hard)))
+            return hard[k], k
         own = self.texts[index].image_id
         names = [[_NAMES[0][a] if 0 <= a < len(_NAMES[0]) else "" for a in record.attr_ids],
                  [_NAMES[1][o] if 0 <= o < len(_NAMES[1]) else "" for o in record.object_ids]]
@@ -187,7 +222,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
             other = int(self.captions[int(rng.integers(len(self.captions)))])
             text = self.texts[other]
             if text.image_id != own and not (text.meaning and holds(text.meaning, names[0], names[1], record.boxes)):
-                return self.token_ids[other]
+                return self.token_ids[other], -1
         raise ValueError(f"corpus: found no mismatching caption for image {own!r} in 100 draws")
 
     def __getitem__(self, key) -> Sample:
@@ -205,16 +240,21 @@ class PretrainingDataset(torch.utils.data.Dataset):
             text = self.texts[index]
             if text.kind == "question":
                 itm, qa_label = -100, self.answers.index(text.answer)
-            elif len(self.grounded_positions[index]) and rng.random() < self.attribute_mask_rate:
+            elif len(self.grounded_positions[index]) and rng.random() < self.mask_rates[index]:
                 itm, masking = -100, "random_and_grounded"
             else:
                 itm = 0 if rng.random() < NEGATIVE_RATE else 1
         record = self.corpus.features[self.texts[index].image_id]
-        token_ids = self.token_ids[index] if itm != 0 else self._mismatch(index, rng, record)
+        token_ids, negative_index = (self.token_ids[index], -1) if itm != 0 else self._mismatch(index, rng, record)
         labels = np.where(record.object_ids >= 0, record.object_ids, -100)
         grounded = (self.grounded_positions[index] if masking == "random_and_grounded"
                     else self.relation_positions[index] if self.purpose == "relation_eval"
                     else self.attribute_positions[index] if masking == "attributes" else _NO_POSITIONS)
         phrase_positions, phrase_regions = self.phrase_tokens[index] if itm != 0 else (_NO_POSITIONS, _NO_POSITIONS)
+        shown = _NO_POSITIONS
+        relation_words, flips = self.flipped_relations[index]
+        if self.purpose == "train" and (itm == 1 or (itm == 0 and negative_index in flips)):
+            shown = relation_words
         return Sample(token_ids, grounded, record.features, record.normalised_boxes(), labels, itm, qa_label,
-                      (self.seed, epoch, index, 1), masking, phrase_positions, phrase_regions)
+                      (self.seed, epoch, index, 1), masking, phrase_positions, phrase_regions,
+                      shown, np.asarray(self.token_ids[index], dtype=np.int64)[shown])

@@ -103,6 +103,9 @@ class SemVLPConfig:
     # region_position: the layer (0-based) whose output the phrase words predict their region's position from;
     # None = the second-to-last layer's, so that the last layer can compare the positions two phrases carry.
     region_position_layer: int | None = None
+    # ITM adds to its pooled score each sample's highest per-token score (semvlp.model.heads.TokenMatchScore), in
+    # pretraining and in the downstream matching model. Off in configs saved before it came in.
+    itm_token_score: bool = False
     # Kernel backend for every op ("auto" or a name from semvlp.backends()).
     backend: str = "auto"
 
@@ -151,6 +154,8 @@ class SemVLPConfig:
         if layer is not None and not (_is_int(layer) and 0 <= layer < self.num_hidden_layers):
             raise ValueError(f"region_position_layer: expected null or a layer index in [0, {self.num_hidden_layers}), "
                              f"got {_shown(layer)}")
+        if not isinstance(self.itm_token_score, bool):
+            raise ValueError(f"itm_token_score: expected true or false, got {_shown(self.itm_token_score)}")
         if not isinstance(self.backend, str) or not self.backend:
             raise ValueError(f"backend: expected \"auto\" or a backend name, got {_shown(self.backend)}")
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from .backbone import SemVLPModel, init_bert_weights
 from .config import SemVLPConfig
-from .heads import AnswerHead, Pooler
+from .heads import AnswerHead, Pooler, TokenMatchScore
 from .inputs import PackedLayout
 from .pretrained_io import PretrainedMixin
 
@@ -55,15 +55,20 @@ class SemVLPForQuestionAnswering(_PooledModel):
 
 
 class SemVLPForImageTextMatching(_PooledModel):
-    """Match / no-match logits (B, 2); its matching logit ranks candidates for retrieval."""
+    """Match / no-match logits (B, 2); its matching logit ranks candidates for retrieval. With
+    `config.itm_token_score`, each sample's highest per-token score is added, as in pretraining."""
 
     def __init__(self, config: SemVLPConfig):
         super().__init__(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
-        self._init_new_modules(self.itm_head)
+        self.itm_token_head = TokenMatchScore(config) if config.itm_token_score else None
+        self._init_new_modules(*(m for m in (self.itm_head, self.itm_token_head) if m is not None))
 
     def forward(self, input_ids, region_features, region_boxes, layout, token_type_ids=None, mode="single"):
-        return self.itm_head(self.pooled(input_ids, region_features, region_boxes, layout, token_type_ids, mode))
+        hidden = self.semvlp(input_ids, region_features, region_boxes, layout, token_type_ids=token_type_ids,
+                             mode=mode)
+        logits = self.itm_head(self.pooler(hidden.index_select(0, layout.cls_index)))
+        return logits if self.itm_token_head is None else logits.float() + self.itm_token_head(hidden, layout)
 
 
 class SemVLPForPairedReasoning(_PooledModel):
@@ -98,9 +103,10 @@ def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 def load_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Copy the pretrained weights a downstream model shares with SemVLPForPretraining (the backbone, the pooler
-    and, for matching, the ITM head) from its state_dict; returns the keys of `model` left unfilled."""
+    and, for matching, the ITM heads) from its state_dict; returns the keys of `model` left unfilled."""
     own = model.state_dict()
-    shared = {k: v for k, v in state_dict.items() if k in own and k.split(".")[0] in ("semvlp", "pooler", "itm_head")}
+    shared = {k: v for k, v in state_dict.items()
+              if k in own and k.split(".")[0] in ("semvlp", "pooler", "itm_head", "itm_token_head")}
     if not any(k.startswith("semvlp.") for k in shared):
         raise ValueError("state_dict: expected the 'semvlp.*' keys of a SemVLPForPretraining state_dict, found none")
     for key, value in shared.items():

@@ -1,5 +1,5 @@
-"""Prediction heads of pretraining: MLM (tied decoder), masked region modelling, ITM, image QA, phrase grounding;
-and the bins of the region-position task's targets."""
+"""Prediction heads of pretraining: MLM (tied decoder), masked region modelling, ITM's per-token score, image QA,
+phrase grounding; and the bins of the region-position task's targets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch import nn
 
 from ..nn import LayerNorm
 from .config import SemVLPConfig
+from .inputs import PackedLayout
 
 # Bins per image axis of the region-position task: 8 bins of 16 pixels on a 128-pixel image, finer than the
 # 10-pixel centre offset from which the synthetic captions call one object left of or above another.
@@ -77,6 +78,27 @@ class AnswerHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transform(pooled))
+
+
+class TokenMatchScore(nn.Module):
+    """ITM evidence from every text token: each token scores (no match, match), and each sample keeps the highest
+    score of its tokens in each column. One word the image contradicts ("left" where the image shows "right")
+    can then decide the pair, where the pooled first token tends to average it away among the words that agree."""
+
+    def __init__(self, config: SemVLPConfig):
+        super().__init__()
+        self.score = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, hidden: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """Encoder output in joint order -> (B, 2) float32; 0 for a sample without text tokens (an empty slot of a
+        token-budget batch)."""
+        cu = layout.text_cu_seqlens
+        lengths = (cu[1:] - cu[:-1]).long()
+        owner = torch.repeat_interleave(torch.arange(len(lengths), device=hidden.device), lengths,
+                                        output_size=layout.total_text)
+        scores = self.score(hidden.index_select(0, layout.text_index)).float()
+        return scores.new_zeros(len(lengths), 2).scatter_reduce(0, owner[:, None].expand(-1, 2), scores, "amax",
+                                                                include_self=False)
 
 
 class GroundingHead(nn.Module):

@@ -11,7 +11,7 @@ from torch import nn
 from .backbone import SemVLPModel, init_bert_weights
 from .config import SemVLPConfig
 from .heads import (POSITION_BINS, AnswerHead, GroundingHead, MaskedLanguageModelHead, MaskedRegionHead, Pooler,
-                    position_bins)
+                    TokenMatchScore, position_bins)
 from .inputs import PretrainingBatch
 from .pretrained_io import PretrainedMixin
 
@@ -51,12 +51,14 @@ class SemVLPForPretraining(PretrainedMixin, nn.Module):
         self.mlm_head = MaskedLanguageModelHead(config)
         self.region_head = MaskedRegionHead(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
+        self.itm_token_head = TokenMatchScore(config) if config.itm_token_score else None
         self.qa_head = AnswerHead(config, config.num_qa_labels)
         self.grounding_head = GroundingHead(config)
         self.position_head = nn.Linear(config.hidden_size, 2 * POSITION_BINS)  # column bins, then row bins
-        for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.qa_head,
+        for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.itm_token_head, self.qa_head,
                        self.grounding_head, self.position_head):
-            module.apply(lambda m: init_bert_weights(m, config.initializer_range))
+            if module is not None:
+                module.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     def forward(self, batch: PretrainingBatch, mode: str = "single") -> PretrainingOutput:
         """Run the enabled pretraining tasks on a packed batch in "single" or "two" stream mode."""
@@ -83,6 +85,8 @@ class SemVLPForPretraining(PretrainedMixin, nn.Module):
             pooled = self.pooler(hidden.index_select(0, layout.cls_index))
             if tasks["itm"]:
                 out.itm_logits = self.itm_head(pooled)
+                if self.itm_token_head is not None:
+                    out.itm_logits = out.itm_logits.float() + self.itm_token_head(hidden, layout)
                 out.losses["itm"] = _cross_entropy(out.itm_logits, batch.itm_labels)
             if tasks["qa"]:
                 out.qa_logits = self.qa_head(pooled)

@@ -135,7 +135,8 @@ def set_up(options: PretrainOptions, env: Distributed) -> Run:
                                       gradient_accumulation_steps=options.gradient_accumulation_steps, lr=options.lr,
                                       warmup_steps=options.warmup_steps, precision=options.precision)
     dataset = PretrainingDataset(data.train, tokenizer, answers, seed=options.seed,
-                                 attribute_mask_rate=options.attribute_mask_rate)
+                                 attribute_mask_rate=options.attribute_mask_rate,
+                                 relation_mask_rate=options.relation_mask_rate)
     micro, accumulation = deepspeed.micro_batch_size, deepspeed.gradient_accumulation_steps
     global_batch = micro * accumulation * env.world_size
     steps_per_epoch = len(dataset) // global_batch

@@ -34,6 +34,7 @@ class PretrainOptions:
     features: list[str] | None = None        # feature files or glob patterns (default: the data folder's own)
     vocab: str | None = None                 # WordPiece vocab.txt (default: bert-base-uncased's)
     attribute_mask_rate: float = 0.0
+    relation_mask_rate: float | None = None  # captions with relation words; None: attribute_mask_rate
     micro_batch_size: int | None = None      # overrides of the DeepSpeed config
     gradient_accumulation_steps: int | None = None
     lr: float | None = None
