@@ -62,7 +62,7 @@ class SemVLPForImageTextMatching(_PooledModel):
         super().__init__(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
         self.itm_token_head = TokenMatchScore(config) if config.itm_token_score else None
-        self._init_new_modules(*(m for m in (self.itm_head, self.itm_token_head) if m is not None))
+        self._init_new_modules(self.itm_head)
 
     def forward(self, input_ids, region_features, region_boxes, layout, token_type_ids=None, mode="single"):
         hidden = self.semvlp(input_ids, region_features, region_boxes, layout, token_type_ids=token_type_ids,

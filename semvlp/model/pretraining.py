@@ -55,10 +55,9 @@ class SemVLPForPretraining(PretrainedMixin, nn.Module):
         self.qa_head = AnswerHead(config, config.num_qa_labels)
         self.grounding_head = GroundingHead(config)
         self.position_head = nn.Linear(config.hidden_size, 2 * POSITION_BINS)  # column bins, then row bins
-        for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.itm_token_head, self.qa_head,
+        for module in (self.pooler, self.mlm_head, self.region_head, self.itm_head, self.qa_head,
                        self.grounding_head, self.position_head):
-            if module is not None:
-                module.apply(lambda m: init_bert_weights(m, config.initializer_range))
+            module.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     def forward(self, batch: PretrainingBatch, mode: str = "single") -> PretrainingOutput:
         """Run the enabled pretraining tasks on a packed batch in "single" or "two" stream mode."""

@@ -30,7 +30,8 @@ def _expected_logits(model, batch, mode):
 def test_logits_and_gradients_match_a_sample_by_sample_computation(tiny_config, mode):
     torch.manual_seed(0)
     model = SemVLPForPretraining(tiny_config).eval()
-    with torch.no_grad():  # every "no match" token score below 0: a max that counted a 0 start would show
+    with torch.no_grad():  # a trained head; every "no match" token score below 0: a max counting a 0 start shows
+        model.itm_token_head.score.weight.normal_(std=0.5)
         model.itm_token_head.score.bias.copy_(torch.tensor([-5.0, 5.0]))
     # Lengths 3..7 vary per sample; seed 5 draws a 3-token text ([CLS], one word, [SEP]).
     batch = random_batch(tiny_config, 7, seed=5, text_len=7, num_regions=3)
@@ -44,6 +45,12 @@ def test_logits_and_gradients_match_a_sample_by_sample_computation(tiny_config, 
         torch.testing.assert_close(grad, expected_grad)
 
 
+def test_a_new_head_starts_at_zero_so_itm_starts_from_the_pooled_score(tiny_config):
+    torch.manual_seed(0)
+    for model in (SemVLPForPretraining(tiny_config), SemVLPForImageTextMatching(tiny_config)):
+        assert not any(p.any() for p in model.itm_token_head.parameters())
+
+
 def test_an_empty_sample_slot_scores_zero_and_leaves_the_others_alone(tiny_config):
     torch.manual_seed(0)
     model = SemVLPForPretraining(tiny_config).eval()
@@ -51,6 +58,8 @@ def test_an_empty_sample_slot_scores_zero_and_leaves_the_others_alone(tiny_confi
     padded = pad_batch(batch, TokenBudget(tokens=60, max_samples=5, max_text_len=9, max_regions=5))
     lengths = padded.layout.text_lengths()
     assert 0 in lengths[3:]
+    with torch.no_grad():
+        model.itm_token_head.score.weight.normal_(std=0.5)
     hidden = model.semvlp(padded.input_ids, padded.region_features, padded.region_boxes, padded.layout)
     scores = model.itm_token_head(hidden, padded.layout)
     assert torch.equal(scores[[i for i, n in enumerate(lengths) if n == 0]], torch.zeros(lengths.count(0), 2))
@@ -62,7 +71,10 @@ def test_the_matching_model_scores_as_pretraining_does(tiny_config, mode):
     torch.manual_seed(0)
     pretrained = SemVLPForPretraining(tiny_config).eval()
     matching = SemVLPForImageTextMatching(tiny_config).eval()
+    with torch.no_grad():
+        pretrained.itm_token_head.score.weight.normal_(std=0.5)
     assert load_backbone(matching, pretrained.state_dict()) == []
+    assert torch.equal(matching.itm_token_head.score.weight, pretrained.itm_token_head.score.weight)
     batch = random_batch(tiny_config, 4, seed=1, text_len=9, num_regions=5)
     logits = matching(batch.input_ids, batch.region_features, batch.region_boxes, batch.layout, mode=mode)
     torch.testing.assert_close(logits, pretrained(batch, mode=mode).itm_logits)
