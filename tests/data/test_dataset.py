@@ -4,23 +4,14 @@ import numpy as np
 import pytest
 
 from semvlp.data.corpus import Corpus
-from semvlp.data.dataset import AnswerVocab, PretrainingDataset
-from semvlp.data.synthetic import generate_split, to_corpus
+from semvlp.data.dataset import PretrainingDataset
 from semvlp.data.synthetic.language import holds
 from semvlp.data.synthetic.scenes import COLOURS, SHAPES
-from semvlp.data.tokenizer import WordPieceTokenizer
 from semvlp.train.run_data import MicroBatchSampler
 
 
-@pytest.fixture(scope="module")
-def setup():
-    corpus = to_corpus(generate_split("train", 80, seed=4))
-    tokenizer = WordPieceTokenizer(max_length=64)
-    return corpus, tokenizer, AnswerVocab.from_texts(corpus.texts, 64)
-
-
-def test_half_of_the_captions_are_mismatched_and_those_are_false_for_the_image(setup):
-    corpus, tokenizer, answers = setup
+def test_half_of_the_captions_are_mismatched_and_those_are_false_for_the_image(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=1)
     texts = {tuple(ids.tolist()): t for ids, t in zip(dataset.token_ids, dataset.texts)}
     captions = [i for i, t in enumerate(dataset.texts) if t.kind == "caption"]
@@ -42,8 +33,8 @@ def test_half_of_the_captions_are_mismatched_and_those_are_false_for_the_image(s
     assert hard > 0 and checked > 0
 
 
-def test_attribute_samples_leave_itm_balanced_for_every_kind_of_caption(setup):
-    corpus, tokenizer, answers = setup
+def test_attribute_samples_leave_itm_balanced_for_every_kind_of_caption(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=2, attribute_mask_rate=0.8)
     captions = [i for i, t in enumerate(dataset.texts) if t.kind == "caption"]
     by_kind = {True: [], False: []}  # has grounded words (colour or relation words) or not
@@ -64,8 +55,8 @@ def test_attribute_samples_leave_itm_balanced_for_every_kind_of_caption(setup):
         PretrainingDataset(corpus, tokenizer, answers, attribute_mask_rate=1.5)
 
 
-def test_attribute_samples_of_relation_captions_mask_the_relation_words(setup):
-    corpus, tokenizer, answers = setup
+def test_attribute_samples_of_relation_captions_mask_the_relation_words(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=2, attribute_mask_rate=1.0)
     relations = [i for i, t in enumerate(dataset.texts) if t.kind == "caption" and t.category == "relation"]
     assert relations
@@ -82,8 +73,8 @@ def test_attribute_samples_of_relation_captions_mask_the_relation_words(setup):
         assert np.array_equal(sample.grounded_positions, evaluation.attribute_positions[i])  # colour words only
 
 
-def test_own_captions_ground_each_phrase_word_in_the_region_it_names(setup):
-    corpus, tokenizer, answers = setup
+def test_own_captions_ground_each_phrase_word_in_the_region_it_names(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=3, attribute_mask_rate=0.5)
     grounded = counted = 0
     for i, text in enumerate(dataset.texts):
@@ -110,8 +101,8 @@ def test_own_captions_ground_each_phrase_word_in_the_region_it_names(setup):
     assert grounded > 50 and counted > 5
 
 
-def test_a_phrase_naming_a_region_the_image_lacks_is_an_error(setup):
-    corpus, tokenizer, answers = setup
+def test_a_phrase_naming_a_region_the_image_lacks_is_an_error(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     text = next(t for t in corpus.texts if t.phrases and t.attribute_spans)
     broken = dataclasses.replace(text, phrases=((*text.phrases[0][:2], 99),))
     # Refused when the dataset is built, before any sample is drawn.
@@ -119,8 +110,8 @@ def test_a_phrase_naming_a_region_the_image_lacks_is_an_error(setup):
         PretrainingDataset(Corpus(corpus.features, [broken]), tokenizer, answers, attribute_mask_rate=1.0)
 
 
-def test_questions_keep_their_image_and_carry_their_answer(setup):
-    corpus, tokenizer, answers = setup
+def test_questions_keep_their_image_and_carry_their_answer(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers)
     for i, text in enumerate(dataset.texts):
         if text.kind == "question":
@@ -129,8 +120,8 @@ def test_questions_keep_their_image_and_carry_their_answer(setup):
             assert answers.answers[sample.qa_label] == text.answer
 
 
-def test_itm_eval_pairs_each_caption_with_itself_and_a_mismatch(setup):
-    corpus, tokenizer, answers = setup
+def test_itm_eval_pairs_each_caption_with_itself_and_a_mismatch(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, purpose="itm_eval")
     assert len(dataset) == 2 * sum(t.kind == "caption" for t in corpus.texts)
     assert [dataset[(0, i)].itm_label for i in range(6)] == [1, 0, 1, 0, 1, 0]

@@ -5,17 +5,8 @@ import numpy as np
 import pytest
 
 from semvlp.data.collate import Collator
-from semvlp.data.dataset import AnswerVocab, PretrainingDataset, _flipped_relations
-from semvlp.data.synthetic import generate_split, to_corpus
+from semvlp.data.dataset import PretrainingDataset, _flipped_relations
 from semvlp.data.synthetic.language import FLIP, RELATION_WORDS
-from semvlp.data.tokenizer import WordPieceTokenizer
-
-
-@pytest.fixture(scope="module")
-def setup():
-    corpus = to_corpus(generate_split("train", 80, seed=4))
-    tokenizer = WordPieceTokenizer(max_length=64)
-    return corpus, tokenizer, AnswerVocab.from_texts(corpus.texts, 64)
 
 
 def _relation_captions(dataset):
@@ -34,8 +25,8 @@ def test_flips_differ_from_the_caption_only_in_its_relation_words():
     assert _flipped_relations(caption, np.zeros(0, np.int64), negatives)[1] == frozenset()
 
 
-def test_relation_itm_samples_name_the_relation_the_image_shows(setup):
-    corpus, tokenizer, answers = setup
+def test_relation_itm_samples_name_the_relation_the_image_shows(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=5)
     shown = {"own": 0, "flipped": 0, "other": 0}
     for epoch in range(4):
@@ -61,8 +52,8 @@ def test_relation_itm_samples_name_the_relation_the_image_shows(setup):
     assert min(shown.values()) > 10, shown
 
 
-def test_other_captions_questions_and_evaluation_carry_no_relation_targets(setup):
-    corpus, tokenizer, answers = setup
+def test_other_captions_questions_and_evaluation_carry_no_relation_targets(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=5, attribute_mask_rate=0.5)
     relations = set(_relation_captions(dataset))
     for i in range(len(dataset)):
@@ -74,8 +65,8 @@ def test_other_captions_questions_and_evaluation_carry_no_relation_targets(setup
         assert all(len(evaluation[(0, i)].shown_relation_positions) == 0 for i in range(len(evaluation)))
 
 
-def test_relation_captions_take_their_own_mask_rate(setup):
-    corpus, tokenizer, answers = setup
+def test_relation_captions_take_their_own_mask_rate(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=6, attribute_mask_rate=1.0, relation_mask_rate=0.0)
     grounded = [i for i, t in enumerate(dataset.texts) if t.kind == "caption" and len(dataset.grounded_positions[i])]
     relations = set(_relation_captions(dataset))
@@ -89,14 +80,14 @@ def test_relation_captions_take_their_own_mask_rate(setup):
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.5, True, "0.4"])
-def test_relation_mask_rate_must_be_a_rate(setup, rate):
-    corpus, tokenizer, answers = setup
+def test_relation_mask_rate_must_be_a_rate(pretraining_corpus, rate):
+    corpus, tokenizer, answers = pretraining_corpus
     with pytest.raises(ValueError, match=r"relation_mask_rate: expected a rate in \[0, 1\]"):
         PretrainingDataset(corpus, tokenizer, answers, relation_mask_rate=rate)
 
 
-def test_the_collator_adds_the_targets_once_whatever_the_itm_label(setup):
-    corpus, tokenizer, answers = setup
+def test_the_collator_adds_the_targets_once_whatever_the_itm_label(pretraining_corpus):
+    corpus, tokenizer, answers = pretraining_corpus
     dataset = PretrainingDataset(corpus, tokenizer, answers, seed=5)
     collate = Collator(tokenizer.mask_id, tokenizer.first_word_id, tokenizer.vocab_size, box_dim=5,
                        word_mask_rate=0.5)
