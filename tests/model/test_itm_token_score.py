@@ -33,8 +33,8 @@ def test_logits_and_gradients_match_a_sample_by_sample_computation(tiny_config, 
     with torch.no_grad():  # a trained head; every "no match" token score below 0: a max counting a 0 start shows
         model.itm_token_head.score.weight.normal_(std=0.5)
         model.itm_token_head.score.bias.copy_(torch.tensor([-5.0, 5.0]))
-    # Lengths 3..7 vary per sample; seed 5 draws a 3-token text ([CLS], one word, [SEP]).
     batch = random_batch(tiny_config, 7, seed=5, text_len=7, num_regions=3)
+    assert min(batch.layout.text_lengths()) == 3  # a text of one word between [CLS] and [SEP]
     out = model(batch, mode=mode)
     grads = torch.autograd.grad(out.itm_logits.square().sum(), list(model.itm_token_head.parameters()))
     expected = _expected_logits(model, batch, mode)
