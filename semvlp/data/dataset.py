@@ -100,20 +100,25 @@ def _relation_positions(offsets: list[tuple[int, int]], spans) -> np.ndarray:
 
 
 def _flipped_relations(caption: list[int], relations: np.ndarray,
-                       negatives: list[list[int]]) -> tuple[np.ndarray, frozenset[int]]:
-    """(positions, flips): the hard negatives (their indices) that differ from the caption only in its relation
-    words, as a flipped relation does ("left of" -> "right of"), and the token positions where they differ."""
+                       negatives: list[list[int]]) -> tuple[np.ndarray, np.ndarray, frozenset[int]]:
+    """(positions, ids, flips): the hard negatives (their indices) that differ from the caption only in its relation
+    words, as a flipped relation does ("left of" -> "right of"), the token positions where they differ, and the
+    caption's tokens there (the relation its image shows)."""
     changed, flips = set(), set()
     if not len(relations):
-        return _NO_POSITIONS, frozenset()
+        return _NO_POSITIONS, _NO_POSITIONS, frozenset()
+    relation_words = set(relations.tolist())
     for k, negative in enumerate(negatives):
         if len(negative) != len(caption):
             continue
         differ = {i for i, (a, b) in enumerate(zip(caption, negative)) if a != b}
-        if differ and differ <= set(relations.tolist()):
+        if differ and differ <= relation_words:
             changed |= differ
             flips.add(k)
-    return np.array(sorted(changed), dtype=np.int64), frozenset(flips)
+    if not flips:
+        return _NO_POSITIONS, _NO_POSITIONS, frozenset()
+    positions = np.array(sorted(changed), dtype=np.int64)
+    return positions, np.asarray(caption, dtype=np.int64)[positions], frozenset(flips)
 
 
 def _phrase_tokens(offsets: list[tuple[int, int]], phrases) -> tuple[np.ndarray, np.ndarray]:
@@ -251,10 +256,10 @@ class PretrainingDataset(torch.utils.data.Dataset):
                     else self.relation_positions[index] if self.purpose == "relation_eval"
                     else self.attribute_positions[index] if masking == "attributes" else _NO_POSITIONS)
         phrase_positions, phrase_regions = self.phrase_tokens[index] if itm != 0 else (_NO_POSITIONS, _NO_POSITIONS)
-        shown = _NO_POSITIONS
-        relation_words, flips = self.flipped_relations[index]
+        shown_positions, shown_ids = _NO_POSITIONS, _NO_POSITIONS
+        relation_positions, relation_ids, flips = self.flipped_relations[index]
         if self.purpose == "train" and (itm == 1 or (itm == 0 and negative_index in flips)):
-            shown = relation_words
+            shown_positions, shown_ids = relation_positions, relation_ids
         return Sample(token_ids, grounded, record.features, record.normalised_boxes(), labels, itm, qa_label,
                       (self.seed, epoch, index, 1), masking, phrase_positions, phrase_regions,
-                      shown, np.asarray(self.token_ids[index], dtype=np.int64)[shown])
+                      shown_positions, shown_ids)

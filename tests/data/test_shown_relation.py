@@ -20,9 +20,9 @@ def test_flips_differ_from_the_caption_only_in_its_relation_words():
                  [1, 10, 21, 12, 31, 2],      # a relation and a colour changed: not a flip
                  [1, 10, 21, 2],              # another length
                  [1, 10, 11, 22, 13, 2]]      # the relation's second word changed
-    positions, flips = _flipped_relations(caption, relations, negatives)
-    assert flips == {0, 4} and positions.tolist() == [2, 3]
-    assert _flipped_relations(caption, np.zeros(0, np.int64), negatives)[1] == frozenset()
+    positions, ids, flips = _flipped_relations(caption, relations, negatives)
+    assert flips == {0, 4} and positions.tolist() == [2, 3] and ids.tolist() == [11, 12]
+    assert _flipped_relations(caption, np.zeros(0, np.int64), negatives)[2] == frozenset()
 
 
 def test_relation_itm_samples_name_the_relation_the_image_shows(pretraining_corpus):
