@@ -11,7 +11,8 @@ For each (schedule, seed):
    on val, test and novel; evaluate the pretrained image-text matching head, without fine-tuning, on the test split
    (accuracy, hard negatives by type, retrieval recall); optionally fine-tune and evaluate NLVR2-style reasoning;
 3. the row reports the mode with the higher QA accuracy on val (a schedule that trains both modes has two); test
-   and novel never take part in a choice. Every mode's numbers stay in the row under "by_mode".
+   and novel never take part in a choice. Every mode's numbers stay in the row under "by_mode", and the reports
+   also compare the schedules mode by mode: each schedule that trained a mode, evaluated in that mode.
 A finished (schedule, seed) is kept in RUN/row.json and not run again while the setup it ran with is unchanged.
 The reports also give what a model that ignores the image would get (`reference`).
 """
@@ -244,19 +245,32 @@ def reference(setup: AblationSetup, data: Path) -> dict:
     return out
 
 
+def mode_columns(by_mode: dict, pretrain_results: dict, mode: str) -> dict:
+    """The report columns of one mode: its test metrics and its held-out pretraining results, flattened."""
+    metrics = by_mode[mode]
+    out = _columns(metrics["qa"]["test"], metrics["qa"]["novel"], metrics["itm"], metrics["retrieval"])
+    out.update(held_out_columns(pretrain_results, mode))
+    if "nlvr2" in metrics:
+        out["nlvr2_acc"] = metrics["nlvr2"]["test"]["accuracy"]
+    return out
+
+
 def row(schedule: str, seed: int, by_mode: dict, pretrain_results: dict, seconds: float) -> dict:
     """The report row of one pretrained model: the mode with the best val QA accuracy (the first listed on a
     tie), its test and held-out metrics flattened, and everything under "by_mode"."""
     mode = max(by_mode, key=lambda m: by_mode[m]["qa"]["val"]["accuracy"])
-    chosen = by_mode[mode]
-    qa = chosen["qa"]["test"]
     out = {"schedule": schedule, "seed": seed, "mode": mode, "trained_modes": list(by_mode)}
-    out.update(_columns(qa, chosen["qa"]["novel"], chosen["itm"], chosen["retrieval"]))
-    out.update(held_out_columns(pretrain_results, mode))
-    if "nlvr2" in chosen:
-        out["nlvr2_acc"] = chosen["nlvr2"]["test"]["accuracy"]
+    out.update(mode_columns(by_mode, pretrain_results, mode))
     out.update({"pretrain_held_out": pretrain_results, "seconds": seconds, "by_mode": by_mode})
     return out
+
+
+def rows_in_mode(rows: list[dict], mode: str) -> list[dict]:
+    """Every row whose schedule trained `mode`, with that mode's columns whichever mode val QA chose: a switching
+    schedule set against the schedule that trains that mode alone."""
+    return [{"schedule": r["schedule"], "seed": r["seed"], "mode": mode, "trained_modes": r["trained_modes"],
+             "seconds": r["seconds"], **mode_columns(r["by_mode"], r["pretrain_held_out"], mode)}
+            for r in rows if mode in r["by_mode"]]
 
 
 def finished_row(setup: AblationSetup, schedule: str, seed: int) -> dict | None:
@@ -293,7 +307,8 @@ def run_ablation(setup: AblationSetup) -> list[dict]:
             (run / "row.json").write_text(json.dumps({"setup": run_stamp(setup), "row": rows[-1]}, indent=2) + "\n")
             bar.write(f"{schedule} seed {seed}: QA {rows[-1]['qa_acc']:.3f}, ITM {rows[-1]['itm_acc']:.3f} "
                       f"({rows[-1]['seconds'] / 60:.1f} min)")
-    write_reports(rows, asdict(setup), Path(setup.reports), reference(setup, data), name=setup.name)
+    write_reports(rows, asdict(setup), Path(setup.reports), reference(setup, data), name=setup.name,
+                  mode_rows={mode: rows_in_mode(rows, mode) for mode in ("single", "two")})
     return rows
 
 

@@ -1,7 +1,8 @@
 """The reports of the ablation and the schedule study: <name>.json (setup, the no-image reference, the summary,
 the comparisons and one row per schedule and seed), <name>.md (mean ± standard deviation over seeds per schedule,
 then which schedule leads on each headline metric and whether its lead exceeds the spread between seeds) and
-<name>.png (the same as bars, every seed as a dot, the reference as a dashed line)."""
+<name>.png (the same as bars, every seed as a dot, the reference as a dashed line). Given each mode's rows (every
+schedule that trained that mode, evaluated in it), both files also compare the schedules mode by mode."""
 
 from __future__ import annotations
 
@@ -102,13 +103,18 @@ def _lead(summary: dict, metric: str, schedules: list[str]) -> dict | None:
             "clear": difference > spread if min(first["n"], second["n"]) > 1 else None}
 
 
+def headline_metrics(rows: list[dict]) -> list[str]:
+    """The metrics the comparisons speak of, in table order: HEADLINE and held-out ITM of every caption kind."""
+    return [m for m in metric_order(rows) if m in HEADLINE or m.startswith("val_itm_accuracy_")]
+
+
 def compare(rows: list[dict]) -> dict:
     """Which schedule leads on each headline metric (every schedule in the rows) and, where the rows have schedules
     that train one mode and schedules that switch between both ("trained_modes"), the best switching schedule
     against the best one-mode schedule."""
     summary = summarise(rows)
     schedules = list(summary)
-    metrics = [m for m in metric_order(rows) if m in HEADLINE or m.startswith("val_itm_accuracy_")]
+    metrics = headline_metrics(rows)
     modes = {r["schedule"]: len(r["trained_modes"]) for r in rows if "trained_modes" in r}
     switching = [s for s in schedules if modes.get(s) == 2]
     one_mode = [s for s in schedules if modes.get(s) == 1]
@@ -121,7 +127,9 @@ def compare(rows: list[dict]) -> dict:
                     for group, members in (("switching", switching), ("one_mode", one_mode))}
             if None not in best.values():
                 lead = _lead(summary, metric, list(best.values()))
-                out["switching"].append({**lead, "switching_leads": lead["leader"] == best["switching"]})
+                # A tie is a lead for neither.
+                ahead = lead["leader"] == best["switching"] and lead["difference"] > 0
+                out["switching"].append({**lead, "switching_leads": ahead})
     return out
 
 
@@ -144,17 +152,48 @@ def comparison_text(rows: list[dict]) -> list[str]:
                      f"({_percent(summary[lead['next']][metric])}) by {100 * lead['difference']:.1f} points "
                      f"(spread {100 * lead['spread']:.1f}): {verdict}.")
     if comparison["switching"]:
-        ahead = [c for c in comparison["switching"] if c["switching_leads"]]
-        clearly = [c for c in ahead if c["clear"]]
-        behind_clearly = [c for c in comparison["switching"] if not c["switching_leads"] and c["clear"]]
+        tally, *per_metric = _switching_lines(comparison["switching"])
         lines += ["", "## Does switching between the two modes help?", "",
-                  f"The best schedule that trains both modes against the best one-mode schedule, per headline metric: "
-                  f"switching leads on {len(ahead)} of {len(comparison['switching'])} metrics, clearly on "
-                  f"{len(clearly)}; a one-mode schedule leads clearly on {len(behind_clearly)}.", ""]
-        for c in comparison["switching"]:
-            verdict = {True: "clear", False: "within the spread", None: "not judged (one seed)"}[c["clear"]]
-            lines.append(f"- {_label(c['metric'])}: {c['leader']} over {c['next']}, "
-                         f"{100 * c['difference']:.1f} points (spread {100 * c['spread']:.1f}), {verdict}.")
+                  "The best schedule that trains both modes against the best one-mode schedule, per headline metric: "
+                  + tally, ""] + per_metric
+    return lines
+
+
+def _switching_lines(switching: list[dict]) -> list[str]:
+    """A tally of the best switching schedule against the best one-mode schedule, then one line per metric."""
+    ahead = [c for c in switching if c["switching_leads"]]
+    clearly = [c for c in ahead if c["clear"]]
+    behind_clearly = [c for c in switching if not c["switching_leads"] and c["clear"]]
+    lines = [f"switching leads on {len(ahead)} of {len(switching)} metrics, clearly on {len(clearly)}; "
+             f"a one-mode schedule leads clearly on {len(behind_clearly)}."]
+    for c in switching:
+        if c["difference"] == 0:
+            lines.append(f"- {_label(c['metric'])}: {c['leader']} and {c['next']} tie.")
+            continue
+        verdict = {True: "clear", False: "within the spread", None: "not judged (one seed)"}[c["clear"]]
+        lines.append(f"- {_label(c['metric'])}: {c['leader']} over {c['next']}, "
+                     f"{100 * c['difference']:.1f} points (spread {100 * c['spread']:.1f}), {verdict}.")
+    return lines
+
+
+_MODE_NAMES = {"single": "single-stream", "two": "two-stream"}
+
+
+def mode_text(mode_rows: dict[str, list[dict]]) -> list[str]:
+    """Markdown lines: per mode, the headline metrics of every schedule that trained it, evaluated in it, and the
+    best switching schedule against the schedule that trains that mode alone."""
+    lines = ["## Each mode on its own", "",
+             "The tables above report each run in the mode its val QA chose. Here every schedule that trained a mode "
+             "is evaluated in that mode, so switching is set against training that mode alone."]
+    for mode, rows in mode_rows.items():
+        if not rows:
+            continue
+        summary = summarise(rows)
+        lines += ["", f"### {_MODE_NAMES.get(mode, mode)} mode", ""] + _table_lines(summary, headline_metrics(rows))
+        switching = compare(rows)["switching"]
+        if switching:
+            tally, *per_metric = _switching_lines(switching)
+            lines += ["", f"The best switching schedule against {mode} only: " + tally, ""] + per_metric
     return lines
 
 
@@ -162,10 +201,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def markdown(rows: list[dict], setup: dict, reference: dict | None = None) -> str:
-    summary = summarise(rows)
+def _table_lines(summary: dict, metrics: list[str], reference: dict | None = None) -> list[str]:
+    """A markdown table of mean ± std, one row per metric some schedule has and one column per schedule."""
     schedules = list(summary)
-    metrics = [m for m in metric_order(rows) if any(m in summary[s] for s in schedules)]
+    lines = ["| metric | " + " | ".join(schedules) + (" | no-image reference |" if reference else " |"),
+             "|---|" + "---|" * (len(schedules) + bool(reference))]
+    for metric in [m for m in metrics if any(m in summary[s] for s in schedules)]:
+        cells = [_percent(summary[s][metric]) if metric in summary[s] else "-" for s in schedules]
+        means = {s: summary[s][metric]["mean"] for s in schedules if metric in summary[s]}
+        top = max(means.values())
+        # Bold marks a schedule whose mean is strictly the highest; ties are left plain.
+        best = [s for s, m in means.items() if m == top]
+        cells = [f"**{c}**" if best == [s] and len(means) > 1 else c for c, s in zip(cells, schedules)]
+        if reference:
+            cells.append("-" if reference.get(metric) is None else f"{100 * reference[metric]:.1f}")
+        lines.append(f"| {_label(metric)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(rows: list[dict], setup: dict, reference: dict | None = None,
+             mode_rows: dict[str, list[dict]] | None = None) -> str:
+    summary = summarise(rows)
     seeds = sorted({r["seed"] for r in rows})
     options = setup.get("pretrain_options") or ""
     lines = [f"# Pretraining schedules: {setup.get('name', 'ablation')}", "",
@@ -178,20 +234,11 @@ def markdown(rows: list[dict], setup: dict, reference: dict | None = None) -> st
              "words are the pretraining run's own held-out evaluation. The no-image reference answers each question "
              "with the most common training answer of its type, and is chance elsewhere.", "",
              f"Wall time: {_duration(sum(r.get('seconds', 0.0) for r in rows))} for the {len(rows)} runs "
-             "(the sum of each run's pretraining, fine-tuning and evaluation, measured when it ran).", "",
-             "| metric | " + " | ".join(schedules) + (" | no-image reference |" if reference else " |"),
-             "|---|" + "---|" * (len(schedules) + bool(reference))]
-    for metric in metrics:
-        cells = [_percent(summary[s][metric]) if metric in summary[s] else "-" for s in schedules]
-        means = {s: summary[s][metric]["mean"] for s in schedules if metric in summary[s]}
-        top = max(means.values())
-        # Bold marks a schedule whose mean is strictly the highest; ties are left plain.
-        best = [s for s, m in means.items() if m == top]
-        cells = [f"**{c}**" if best == [s] and len(means) > 1 else c for c, s in zip(cells, schedules)]
-        if reference:
-            cells.append("-" if reference.get(metric) is None else f"{100 * reference[metric]:.1f}")
-        lines.append(f"| {_label(metric)} | " + " | ".join(cells) + " |")
+             "(the sum of each run's pretraining, fine-tuning and evaluation, measured when it ran).", ""]
+    lines += _table_lines(summary, metric_order(rows), reference)
     lines += [""] + comparison_text(rows)
+    if mode_rows:
+        lines += [""] + mode_text(mode_rows)
     per_run = ("qa_acc", "qa_acc_fine", "qa_acc_high", "itm_acc", "val_itm_accuracy", "val_itm_accuracy_relation",
                "val_grounding_accuracy", "t2i_R@5", "i2t_R@5")
     lines += ["", "Per run (the mode is the one fine-tuned and reported, picked by QA accuracy on val):", "",
@@ -248,9 +295,10 @@ def plot(rows: list[dict], path: Path, reference: dict | None = None) -> None:
     plt.close(fig)
 
 
-def write_reports(rows: list[dict], setup: dict, folder, reference: dict | None = None,
-                  name: str = "ablation") -> list[Path]:
-    """FOLDER/<name>.json, .md and .png; `reference` holds what a model that ignores the image gets, per metric."""
+def write_reports(rows: list[dict], setup: dict, folder, reference: dict | None = None, name: str = "ablation",
+                  mode_rows: dict[str, list[dict]] | None = None) -> list[Path]:
+    """FOLDER/<name>.json, .md and .png; `reference` holds what a model that ignores the image gets, per metric;
+    `mode_rows` ({mode: rows evaluated in that mode}) adds the comparison mode by mode."""
     if not rows:
         raise ValueError("rows: expected at least one finished run, got none")
     folder = Path(folder)
@@ -258,7 +306,10 @@ def write_reports(rows: list[dict], setup: dict, folder, reference: dict | None 
     paths = [folder / f"{name}.json", folder / f"{name}.md", folder / f"{name}.png"]
     report = {"setup": setup, "wall_seconds": sum(r.get("seconds", 0.0) for r in rows), "reference": reference,
               "summary": summarise(rows), "comparison": compare(rows), "rows": rows}
+    if mode_rows:
+        report["modes"] = {mode: {"summary": summarise(mine), "comparison": compare(mine)}
+                           for mode, mine in mode_rows.items() if mine}
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    paths[1].write_text(markdown(rows, setup, reference))
+    paths[1].write_text(markdown(rows, setup, reference, mode_rows))
     plot(rows, paths[2], reference)
     return paths
